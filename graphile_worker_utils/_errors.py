@@ -1,0 +1,40 @@
+"""The exceptions this library raises.
+
+Every error is a :class:`GraphileWorkerError`. Where a database error caused it, the psycopg
+exception is kept as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+
+class GraphileWorkerError(Exception):
+    """Base class of every error raised by ``graphile_worker_utils``."""
+
+
+class InvalidSchemaName(GraphileWorkerError, ValueError):
+    """The schema name cannot name a PostgreSQL schema (empty, NUL, or over 63 bytes)."""
+
+
+class MigrationError(GraphileWorkerError):
+    """``migrate()`` could not bring the schema to the revision this library knows."""
+
+
+class UnsupportedServerError(MigrationError):
+    """The PostgreSQL server is older than graphile-worker supports (12)."""
+
+
+class IncompatibleSchemaError(MigrationError):
+    """The schema carries a breaking revision newer than this library knows.
+
+    A newer graphile-worker migrated this database; its jobs may not be written correctly by
+    this version of the library. Upgrade ``graphile-worker-utils``.
+    """
+
+    def __init__(self, message: str, *, database_revision: int, known_revision: int) -> None:
+        super().__init__(message)
+        self.database_revision = database_revision
+        self.known_revision = known_revision
+
+
+class SchemaTooOldError(MigrationError):
+    """The schema is at a revision older than this library can upgrade (below 16)."""

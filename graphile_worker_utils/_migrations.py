@@ -1,0 +1,294 @@
+"""Schema migrations, interoperable with graphile-worker's own migrator (schema.md §4).
+
+A schema with no recorded revision gets the revision-20 shape in one transaction, with rows
+1..20 recorded. A schema at 16..19 gets the later revisions, one transaction each, the
+``migrations`` row inserted first so that concurrent migrators (ours, Node's, Rust's) wait on
+it and then treat it as done. Our own migrators also take an advisory lock per schema.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+
+from ._errors import (
+    IncompatibleSchemaError,
+    MigrationError,
+    SchemaTooOldError,
+    UnsupportedServerError,
+)
+from ._templates import catalog
+
+logger = logging.getLogger("graphile_worker_utils")
+
+#: The newest schema revision this library creates and understands.
+LATEST_REVISION = 20
+#: Revisions that old workers cannot run beside (graphile-worker's own list).
+BREAKING_REVISIONS = frozenset({1, 3, 11, 13, 14, 16, 19})
+#: The oldest revision this library upgrades; older schemas need graphile-worker 0.16+ first.
+OLDEST_UPGRADABLE_REVISION = 16
+#: graphile-worker requires PostgreSQL 12.
+MIN_SERVER_VERSION_NUM = 120000
+
+# How long migrate() waits for another migrator that is part-way through the old history
+# (revisions 1..15, which only graphile-worker itself can apply) before it gives up.
+_PEER_STALL_SECONDS = 3.0
+_PEER_POLL_SECONDS = 0.05
+# Errors that mean "another migrator got there first" (primary key of migrations, or racing
+# CREATE SCHEMA / CREATE TABLE IF NOT EXISTS); each makes migrate() look again, this many times.
+_CONCURRENT_MIGRATOR_ERRORS = (
+    pg_errors.UniqueViolation,
+    pg_errors.DuplicateSchema,
+    pg_errors.DuplicateTable,
+    pg_errors.DuplicateObject,
+)
+_MAX_COLLISIONS = 100
+
+
+class SchemaState(enum.Enum):
+    """Where a schema stands relative to the revision this library knows."""
+
+    #: No schema, no migrations table, or no recorded revision: ``migrate()`` installs it.
+    MISSING = "missing"
+    #: An older revision: ``migrate()`` upgrades it (from 16 up) or explains what to do.
+    BEHIND = "behind"
+    #: Exactly :data:`LATEST_REVISION`.
+    CURRENT = "current"
+    #: Newer, but no newer revision is breaking: usable, ``migrate()`` warns.
+    AHEAD_COMPATIBLE = "ahead_compatible"
+    #: A newer breaking revision: ``migrate()`` refuses; upgrade this library.
+    AHEAD_INCOMPATIBLE = "ahead_incompatible"
+
+
+@attrs.frozen
+class SchemaStatus:
+    """The result of :meth:`WorkerUtils.schema_status` (read-only, changes nothing)."""
+
+    #: Missing, behind, current, or ahead (compatible or not).
+    state: SchemaState
+    #: The newest recorded revision, None when there is none.
+    revision: int | None
+    #: The newest recorded breaking revision, None when there is none.
+    breaking_revision: int | None
+    #: ``server_version_num`` of the PostgreSQL server.
+    server_version_num: int
+    #: The revision this library knows (:data:`LATEST_REVISION`).
+    known_revision: int = LATEST_REVISION
+
+    @property
+    def can_migrate(self) -> bool:
+        """Whether ``migrate()`` can bring this schema to the known revision."""
+        if self.server_version_num < MIN_SERVER_VERSION_NUM:
+            return False
+        if self.state is SchemaState.BEHIND:
+            return (self.revision or 0) >= OLDEST_UPGRADABLE_REVISION
+        return self.state is not SchemaState.AHEAD_INCOMPATIBLE
+
+
+@attrs.frozen
+class MigrationReport:
+    """What :meth:`WorkerUtils.migrate` did."""
+
+    #: Revisions this call recorded, in order; empty when there was nothing to do.
+    applied: tuple[int, ...]
+    #: The schema's newest revision after the call.
+    revision: int
+    #: True when this call created the schema's revision-20 shape from nothing.
+    installed: bool = False
+
+
+@attrs.frozen
+class _Revisions:
+    server_version_num: int
+    revision: int | None
+    breaking_revision: int | None
+    has_breaking_column: bool
+    has_migrations_table: bool
+
+
+def _read(conn: psycopg.Connection[Any], schema: str) -> _Revisions:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(catalog.render("migrations/state", schema), {"schema_name": schema})
+        state = cur.fetchone()
+        assert state is not None
+        revision = breaking = None
+        if state["has_migrations_table"]:
+            operation = (
+                "migrations/revisions"
+                if state["has_breaking_column"]
+                else "migrations/revisions_without_breaking"
+            )
+            cur.execute(catalog.render(operation, schema))
+            row = cur.fetchone()
+            assert row is not None
+            revision, breaking = row["revision"], row["breaking_revision"]
+    return _Revisions(
+        server_version_num=state["server_version_num"],
+        revision=revision,
+        breaking_revision=breaking,
+        has_breaking_column=state["has_breaking_column"],
+        has_migrations_table=state["has_migrations_table"],
+    )
+
+
+def _status(revisions: _Revisions) -> SchemaStatus:
+    revision, breaking = revisions.revision, revisions.breaking_revision
+    if revision is None:
+        state = SchemaState.MISSING
+    elif breaking is not None and breaking > LATEST_REVISION:
+        state = SchemaState.AHEAD_INCOMPATIBLE
+    elif revision > LATEST_REVISION:
+        state = SchemaState.AHEAD_COMPATIBLE
+    elif revision == LATEST_REVISION:
+        state = SchemaState.CURRENT
+    else:
+        state = SchemaState.BEHIND
+    return SchemaStatus(
+        state=state,
+        revision=revision,
+        breaking_revision=breaking,
+        server_version_num=revisions.server_version_num,
+    )
+
+
+def schema_status(conn: psycopg.Connection[Any], schema: str) -> SchemaStatus:
+    """Read where ``schema`` stands; writes nothing and takes no lock."""
+    return _status(_read(conn, schema))
+
+
+def _check(revisions: _Revisions, schema: str) -> None:
+    if revisions.server_version_num < MIN_SERVER_VERSION_NUM:
+        raise UnsupportedServerError(
+            f"PostgreSQL server_version_num {revisions.server_version_num} is too old:"
+            f" graphile-worker needs PostgreSQL 12 ({MIN_SERVER_VERSION_NUM}) or newer"
+        )
+    breaking = revisions.breaking_revision
+    if breaking is not None and breaking > LATEST_REVISION:
+        raise IncompatibleSchemaError(
+            f"schema {schema!r} has breaking revision {breaking}, newer than revision"
+            f" {LATEST_REVISION} that this version of graphile-worker-utils knows;"
+            " upgrade graphile-worker-utils",
+            database_revision=breaking,
+            known_revision=LATEST_REVISION,
+        )
+
+
+def _record_and_apply(
+    conn: psycopg.Connection[Any], schema: str, revisions: list[int], operation: str
+) -> None:
+    breaking_ids = sorted(BREAKING_REVISIONS)
+    with conn.cursor() as cur:
+        cur.execute(
+            catalog.render("migrations/record", schema),
+            {"ids": revisions, "breaking_ids": breaking_ids},
+        )
+        cur.execute(catalog.render(operation, schema))
+        newest = revisions[-1]
+        cur.execute(
+            catalog.render("migrations/notify", schema),
+            {"revision": newest, "breaking": any(r in BREAKING_REVISIONS for r in revisions)},
+        )
+
+
+def _step(conn: psycopg.Connection[Any], schema: str) -> tuple[list[int], bool, int]:
+    """One transaction of migration work: (revisions applied, installed, revision now).
+
+    Applies nothing when the schema is current (or ahead).
+    Raises _PeerInProgress when another migrator holds the schema somewhere in 1..15.
+    """
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute(catalog.render("migrations/lock", schema), {"schema_name": schema})
+        revisions = _read(conn, schema)
+        _check(revisions, schema)
+        if not revisions.has_migrations_table:
+            cur.execute(catalog.render("migrations/bootstrap", schema))
+        elif not revisions.has_breaking_column:
+            cur.execute(
+                catalog.render("migrations/add_breaking_column", schema),
+                {"breaking_ids": sorted(BREAKING_REVISIONS)},
+            )
+        current = revisions.revision
+        if current is None:
+            everything = list(range(1, LATEST_REVISION + 1))
+            _record_and_apply(conn, schema, everything, "migrations/install")
+            return everything, True, LATEST_REVISION
+        if current >= LATEST_REVISION:
+            if current > LATEST_REVISION:
+                message = (
+                    f"schema {schema!r} is at revision {current}, newer than revision"
+                    f" {LATEST_REVISION} that graphile-worker-utils knows; no newer revision"
+                    " is breaking, so carrying on"
+                )
+                logger.warning(message)
+                warnings.warn(message, stacklevel=4)
+            return [], False, current
+        if current < OLDEST_UPGRADABLE_REVISION:
+            raise _PeerInProgress(current)
+        following = current + 1
+        _record_and_apply(conn, schema, [following], f"migrations/{following:06d}")
+        return [following], False, following
+
+
+class _PeerInProgress(Exception):
+    def __init__(self, revision: int) -> None:
+        self.revision = revision
+
+
+def migrate(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> MigrationReport:
+    """Bring ``schema`` to :data:`LATEST_REVISION` (see :meth:`WorkerUtils.migrate`)."""
+    applied: list[int] = []
+    installed = False
+    last_seen: int | None = None
+    stalled_since = time.monotonic()
+    collisions = 0
+    while True:
+        try:
+            done, installed_now, revision = _step(conn, schema)
+        except _CONCURRENT_MIGRATOR_ERRORS as error:
+            # Another migrator (graphile-worker itself, most likely) recorded the same revision
+            # or created the same object first; look again at what is there now.
+            collisions += 1
+            if collisions > _MAX_COLLISIONS:
+                raise MigrationError(
+                    f"migrating schema {schema!r}: still colliding with another migrator after"
+                    f" {_MAX_COLLISIONS} attempts: {error}"
+                ) from error
+            continue
+        except _PeerInProgress as peer:
+            # Revisions 1..15 are graphile-worker's alone. If one of its migrators is working
+            # through them, wait for it to reach 16; a schema that stays there is too old.
+            if peer.revision != last_seen:
+                last_seen, stalled_since = peer.revision, time.monotonic()
+            elif time.monotonic() - stalled_since > _PEER_STALL_SECONDS:
+                raise SchemaTooOldError(
+                    f"schema {schema!r} is at revision {peer.revision}; graphile-worker-utils"
+                    f" upgrades schemas from revision {OLDEST_UPGRADABLE_REVISION} up. Run"
+                    " graphile-worker 0.16 or newer against it once (for example"
+                    " `graphile-worker --schema-only`), then migrate again"
+                ) from None
+            sleep(_PEER_POLL_SECONDS)
+            continue
+        except MigrationError:
+            raise
+        except psycopg.Error as error:
+            at = f" at revision {applied[-1] + 1}" if applied else ""
+            raise MigrationError(f"migrating schema {schema!r} failed{at}: {error}") from error
+        if not done:
+            return MigrationReport(applied=tuple(applied), revision=revision, installed=installed)
+        applied.extend(done)
+        installed = installed or installed_now
+        logger.info("graphile_worker_utils: schema %r migrated to revision %d", schema, revision)
