@@ -2,35 +2,190 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import datetime as dt
+import json
+import logging
+import struct
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Union
+from types import TracebackType
+from typing import Any, TypeVar, Union
 
 import psycopg
+from psycopg import errors as pg_errors
+from psycopg import pq
+from psycopg.adapt import Buffer, Loader
+from psycopg.types.json import JsonbBinaryLoader, JsonBinaryLoader
 from psycopg_pool import ConnectionPool
 
 from . import _migrations
+from ._errors import (
+    ConnectionStateError,
+    DatabaseError,
+    GraphileWorkerError,
+    InvalidJobSpec,
+    JobKeyRaceError,
+)
+from ._hooks import BeforeScheduleHook, current_trace, run_hooks, with_trace
 from ._migrations import MigrationReport, SchemaStatus
-from ._templates import validate_schema_name
+from ._payload import JsonDumps, encode_payload
+from ._templates import catalog, validate_schema_name
+from ._transactions import atomic
+from ._types import (
+    BIGINT_MAX,
+    BIGINT_MIN,
+    MAX_IDENTIFIER_LENGTH,
+    MAX_JOB_KEY_LENGTH,
+    CleanupTask,
+    Job,
+    JobKeyMode,
+    JobSpec,
+    RawJobSpec,
+    RescheduleOptions,
+    Task,
+    check_int,
+    check_text,
+)
+
+logger = logging.getLogger("graphile_worker_utils")
 
 ConnectionOrPool = Union["psycopg.Connection[Any]", "ConnectionPool[Any]"]
+_Self = TypeVar("_Self", bound="WorkerUtils")
+
+#: How many times an enqueue is retried after losing the job-key race (schema.md §2) when the
+#: library owns the transaction.
+KEY_RACE_ATTEMPTS = 3
+_KEY_RACE_MARKER = "graphile_worker_utils: job key race"
+
+_UTC = dt.timezone.utc
+_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=_UTC)
+_unpack_int64 = struct.Struct("!q").unpack
+_quote = json.encoder.encode_basestring
+
+# Cleanup tasks run in this order whatever order the caller names them (graphile-worker's).
+_CLEANUP_ORDER = (
+    (CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS, "cleanup_delete_permanently_failed_jobs"),
+    (CleanupTask.GC_TASK_IDENTIFIERS, "cleanup_gc_task_identifiers"),
+    (CleanupTask.GC_JOB_QUEUES, "cleanup_gc_job_queues"),
+)
+
+
+class _UtcTimestamptzBinaryLoader(Loader):
+    """timestamptz as an aware UTC datetime, whatever the session's TimeZone or Django's
+    ``USE_TZ`` say (binary timestamptz is microseconds since 2000-01-01 UTC)."""
+
+    format = pq.Format.BINARY
+
+    def load(self, data: Buffer) -> dt.datetime:
+        (micros,) = _unpack_int64(data)
+        try:
+            return _PG_EPOCH + dt.timedelta(microseconds=micros)
+        except OverflowError:
+            # 'infinity' / '-infinity', or a date beyond what Python represents.
+            return dt.datetime.max.replace(tzinfo=_UTC) if micros > 0 else (
+                dt.datetime.min.replace(tzinfo=_UTC)
+            )
+
+
+def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
+    # A plain server-binding cursor with our own loaders, so results have the same types on a
+    # Django connection (client-side binding, jsonb as text, naive datetimes) as anywhere. The
+    # loaders are registered on this cursor only; the connection is left as it is.
+    cur: psycopg.Cursor[tuple[Any, ...]] = psycopg.Cursor(conn)
+    adapters = cur.adapters
+    adapters.register_loader("timestamptz", _UtcTimestamptzBinaryLoader)
+    adapters.register_loader("json", JsonBinaryLoader)
+    adapters.register_loader("jsonb", JsonbBinaryLoader)
+    return cur
+
+
+def _job(row: tuple[Any, ...], task_identifier: str, queue_name: str | None) -> Job:
+    (
+        id_, task_id, job_queue_id, payload, priority, run_at, attempts, max_attempts,
+        last_error, created_at, updated_at, key, locked_at, locked_by, revision, flags, _, _,
+    ) = row
+    return Job(
+        id_, task_identifier, queue_name, payload, priority, run_at, attempts, max_attempts,
+        last_error, created_at, updated_at, key, locked_at, locked_by, revision,
+        None if flags is None else list(flags), task_id, job_queue_id,
+    )
+
+
+def _jobs(rows: list[tuple[Any, ...]]) -> list[Job]:
+    # Maintenance results: the jobs' tasks and queues existed before the statement.
+    return [_job(row, row[16], row[17]) for row in rows]
+
+
+def _job_ids(job_ids: Iterable[int]) -> list[int]:
+    if isinstance(job_ids, (str, bytes)) or not isinstance(job_ids, Iterable):
+        raise InvalidJobSpec(
+            f"job_ids: expected an iterable of int, got {type(job_ids).__name__}"
+        )
+    ids = list(job_ids)
+    for index, job_id in enumerate(ids):
+        check_int(f"job_ids[{index}]", job_id, BIGINT_MIN, BIGINT_MAX)
+    return ids
+
+
+def _spec_fragment(spec: JobSpec, run_at: dt.datetime | None) -> str:
+    # The spec's part of one element of the add_jobs JSON document; None fields are left out
+    # (a JSON null would become the json value 'null', not SQL NULL, for the payload).
+    parts = []
+    if spec.queue_name is not None:
+        parts.append(',"queue_name":' + _quote(spec.queue_name))
+    if spec.run_at is not None:
+        run_at = spec.run_at
+    if run_at is not None:
+        parts.append(',"run_at":"' + run_at.isoformat() + '"')
+    if spec.max_attempts is not None:
+        parts.append(f',"max_attempts":{spec.max_attempts}')
+    if spec.job_key is not None:
+        parts.append(',"job_key":' + _quote(spec.job_key))
+    if spec.priority is not None:
+        parts.append(f',"priority":{spec.priority}')
+    if spec.flags is not None:
+        parts.append(',"flags":[' + ",".join(_quote(flag) for flag in spec.flags) + "]")
+    return "".join(parts) + "}"
 
 
 class WorkerUtils:
     """Enqueue and maintain graphile-worker jobs on a connection or a pool.
 
     With a ``psycopg.Connection``, every operation runs on it inside whatever transaction the
-    caller has open; the library never commits, rolls back, closes or reconfigures it. With a
+    caller has open: a rollback removes the jobs, and no other session sees them before the
+    commit. The library never commits, rolls back, closes or reconfigures that connection;
+    on an autocommit connection, each enqueue is its own transaction. With a
     ``psycopg_pool.ConnectionPool``, each operation borrows a connection and commits when it
-    succeeds.
+    succeeds. :meth:`using` binds an instance to a caller's connection for a call or a block.
 
     Example::
 
-        utils = WorkerUtils(conn, schema="graphile_worker")
-        utils.migrate()
+        with psycopg.connect(dsn) as conn:          # a transaction opens on first use
+            conn.execute("insert into orders ...")
+            utils = WorkerUtils(conn)
+            utils.add_raw_job("send_receipt", {"order_id": 42})
+        # committed together: the job exists if and only if the order does
+
+    Parameters:
+        conn_or_pool: the connection or pool to work on.
+        schema: graphile-worker's schema (``graphile_worker``); quoted, never pasted.
+        use_local_time: fill an unset ``run_at`` with this process's UTC clock (one value per
+            batch) instead of the database's ``now()``.
+        hooks: before-schedule hooks (:mod:`graphile_worker_utils.hooks`), run in order on
+            every job before any SQL.
+        json_dumps: encode payloads with this function (returning ``str``) instead of the
+            library's encoder.
     """
 
-    def __init__(self, conn_or_pool: ConnectionOrPool, *, schema: str = "graphile_worker") -> None:
+    def __init__(
+        self,
+        conn_or_pool: ConnectionOrPool,
+        *,
+        schema: str = "graphile_worker",
+        use_local_time: bool = False,
+        hooks: Sequence[BeforeScheduleHook] = (),
+        json_dumps: JsonDumps | None = None,
+    ) -> None:
         if not isinstance(conn_or_pool, (psycopg.Connection, ConnectionPool)):
             raise TypeError(
                 "conn_or_pool: expected a psycopg.Connection or a psycopg_pool.ConnectionPool,"
@@ -38,6 +193,99 @@ class WorkerUtils:
             )
         self._target = conn_or_pool
         self._schema = validate_schema_name(schema)
+        self._use_local_time = bool(use_local_time)
+        self._hooks = tuple(hooks)
+        for hook in self._hooks:
+            if not callable(hook):
+                raise TypeError(f"hooks: {hook!r} is not callable")
+        if json_dumps is not None and not callable(json_dumps):
+            raise TypeError("json_dumps: expected a callable returning str")
+        self._json_dumps = json_dumps
+        self._owns_pool = False
+
+    # -- connections ----------------------------------------------------------------------
+
+    @classmethod
+    def connect(
+        cls,
+        conninfo: str = "",
+        *,
+        schema: str = "graphile_worker",
+        min_size: int = 1,
+        max_size: int = 4,
+        use_local_time: bool = False,
+        hooks: Sequence[BeforeScheduleHook] = (),
+        json_dumps: JsonDumps | None = None,
+        **connect_kwargs: Any,
+    ) -> WorkerUtils:
+        """Open an instance that owns a connection pool, for scripts and cron jobs.
+
+        ``conninfo`` is a libpq connection string or URI (empty: the ``PG*`` environment
+        variables); ``connect_kwargs`` go to each connection (for example
+        ``prepare_threshold=None`` behind PgBouncer). Close it with :meth:`close` or a
+        ``with`` block::
+
+            with WorkerUtils.connect("postgresql://app@db/app") as utils:
+                utils.cleanup([CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS])
+        """
+        validate_schema_name(schema)
+        pool: ConnectionPool[Any] = ConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=connect_kwargs,
+            # A connection a restarted server dropped is replaced, not handed out.
+            check=ConnectionPool.check_connection,
+            name="graphile_worker_utils",
+            open=True,
+        )
+        try:
+            utils = cls(
+                pool,
+                schema=schema,
+                use_local_time=use_local_time,
+                hooks=hooks,
+                json_dumps=json_dumps,
+            )
+        except BaseException:
+            pool.close()
+            raise
+        utils._owns_pool = True
+        return utils
+
+    def close(self) -> None:
+        """Close the pool this instance opened with :meth:`connect`; otherwise do nothing."""
+        if self._owns_pool and isinstance(self._target, ConnectionPool):
+            self._target.close()
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def using(self, conn: psycopg.Connection[Any]) -> WorkerUtils:
+        """This configuration bound to ``conn``: for one call, or a ``with`` block.
+
+        The bound instance joins ``conn``'s transaction like any connection-based instance;
+        leaving the block neither commits nor closes ``conn``::
+
+            with conn.transaction():
+                conn.execute("update accounts ...")
+                utils.using(conn).add_raw_job("recalculate", {"account": 7})
+        """
+        if not isinstance(conn, psycopg.Connection):
+            raise TypeError(f"conn: expected a psycopg.Connection, got {type(conn).__name__}")
+        bound = WorkerUtils.__new__(WorkerUtils)
+        bound.__dict__.update(self.__dict__)
+        bound._target = conn
+        bound._owns_pool = False
+        return bound
 
     @property
     def schema(self) -> str:
@@ -45,12 +293,35 @@ class WorkerUtils:
         return self._schema
 
     @contextmanager
-    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
-        if isinstance(self._target, ConnectionPool):
-            with self._target.connection() as conn:
-                yield conn
-        else:
-            yield self._target
+    def _connection(self) -> Iterator[tuple[psycopg.Connection[Any], bool]]:
+        """The connection to use, and whether the library owns its transaction."""
+        target = self._target
+        if isinstance(target, ConnectionPool):
+            with target.connection() as conn:
+                yield conn, True
+            return
+        if target.closed:
+            raise ConnectionStateError("the connection is closed")
+        status = target.info.transaction_status
+        if status == pq.TransactionStatus.INERROR:
+            raise ConnectionStateError(
+                "the connection's transaction has already failed (an earlier statement raised);"
+                " roll it back before using graphile_worker_utils on it"
+            )
+        yield target, target.autocommit and status == pq.TransactionStatus.IDLE
+
+    def _database_error(self, operation: str, error: psycopg.Error) -> GraphileWorkerError:
+        if isinstance(
+            error, (pg_errors.UndefinedFunction, pg_errors.UndefinedTable,
+                    pg_errors.UndefinedObject, pg_errors.InvalidSchemaName)
+        ):
+            return DatabaseError(
+                f"{operation}: schema {self._schema!r} is missing graphile-worker's tables or"
+                f" functions (run migrate() first): {error}"
+            )
+        return DatabaseError(f"{operation} on schema {self._schema!r} failed: {error}")
+
+    # -- schema ---------------------------------------------------------------------------
 
     def migrate(self) -> MigrationReport:
         """Create or upgrade the schema to revision 20, as graphile-worker 0.18 would.
@@ -58,15 +329,395 @@ class WorkerUtils:
         Safe to run from many processes at once, and beside graphile-worker (Node.js) or the
         Rust crate migrating the same database. A fresh schema gets the revision-20 shape in
         one transaction; a schema at revision 16..19 gets each later revision in its own
-        transaction (savepoints inside a caller's open transaction). Refuses a schema with a
-        newer breaking revision (:class:`IncompatibleSchemaError`), a PostgreSQL older than 12
-        (:class:`UnsupportedServerError`) and a schema older than revision 16
-        (:class:`SchemaTooOldError`); warns and carries on past a newer non-breaking revision.
+        transaction (savepoints inside a caller's open transaction, which the caller commits).
+        Refuses a schema with a newer breaking revision (:class:`IncompatibleSchemaError`), a
+        PostgreSQL older than 12 (:class:`UnsupportedServerError`) and a schema older than
+        revision 16 (:class:`SchemaTooOldError`); warns and carries on past a newer
+        non-breaking revision.
         """
-        with self._connection() as conn:
-            return _migrations.migrate(conn, self._schema)
+        with self._connection() as (conn, owned):
+            return _migrations.migrate(conn, self._schema, owned=owned)
 
     def schema_status(self) -> SchemaStatus:
         """Say whether the schema is missing, behind, current, or ahead; writes nothing."""
-        with self._connection() as conn:
+        with self._connection() as (conn, _):
             return _migrations.schema_status(conn, self._schema)
+
+    # -- enqueueing -----------------------------------------------------------------------
+
+    def add_job(self, task: Task, spec: JobSpec | None = None) -> Job:
+        """Enqueue a typed task: its class's ``IDENTIFIER`` names the task, its fields are
+        the payload. See :meth:`add_raw_job`.
+
+        Example::
+
+            @attrs.frozen
+            class SendEmail:
+                IDENTIFIER: ClassVar[str] = "send_email"
+                to: str
+
+            utils.add_job(SendEmail(to="ada@example.com"), JobSpec(queue_name="mail"))
+        """
+        identifier = getattr(type(task), "IDENTIFIER", None)
+        if not isinstance(identifier, str):
+            raise InvalidJobSpec(
+                f"task: {type(task).__name__} has no IDENTIFIER class attribute naming its task"
+            )
+        return self.add_raw_job(identifier, task, spec)
+
+    def add_raw_job(
+        self, identifier: str, payload: Any = None, spec: JobSpec | None = None
+    ) -> Job:
+        """Enqueue one job for task ``identifier`` and return it as stored.
+
+        ``payload`` is encoded by the payload rules (None: ``{}``). Every ``spec`` value is
+        checked before any SQL (:class:`InvalidJobSpec`). All three job-key modes work here,
+        including ``UNSAFE_DEDUPE`` (which returns the existing job as it is). If a worker
+        locks the keyed job while it is being replaced, nothing is scheduled: the call is
+        retried (up to three times) where the library owns the transaction, and raises
+        :class:`JobKeyRaceError` inside a caller's transaction.
+        """
+        check_text("identifier", identifier, max_length=MAX_IDENTIFIER_LENGTH)
+        if spec is None:
+            spec = JobSpec()
+        elif not isinstance(spec, JobSpec):
+            raise InvalidJobSpec(f"spec: expected a JobSpec or None, got {type(spec).__name__}")
+        payload = with_trace(payload, current_trace())
+        if self._hooks:
+            payload = run_hooks(self._hooks, identifier, payload, spec)
+        payload_text = None if payload is None else encode_payload(payload, self._json_dumps)
+        run_at = spec.run_at
+        if run_at is None and self._use_local_time:
+            run_at = dt.datetime.now(_UTC)
+        params = {
+            "identifier": identifier,
+            "payload": payload_text,
+            "queue_name": spec.queue_name,
+            "run_at": run_at,
+            "max_attempts": spec.max_attempts,
+            "job_key": spec.job_key,
+            "priority": spec.priority,
+            "flags": None if spec.flags is None else list(spec.flags),
+            "job_key_mode": None if spec.job_key_mode is None else spec.job_key_mode.value,
+        }
+        query = catalog.render("add_job", self._schema)
+        logger.debug("add_job %r on schema %r: %s", identifier, self._schema, payload_text)
+        for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
+            with self._connection() as (conn, owned):
+                try:
+                    with _cursor(conn) as cur:
+                        cur.execute(query, params, binary=True)
+                        row = cur.fetchone()
+                except psycopg.Error as error:
+                    raise self._database_error("add_job", error) from error
+                assert row is not None
+                if row[0] is not None:
+                    # A name the join could not see belongs to a task or queue this very call
+                    # created: the one the caller named.
+                    queue_name = row[17]
+                    if queue_name is None and row[2] is not None:
+                        queue_name = spec.queue_name
+                    return _job(row, row[16] or identifier, queue_name)
+                if not owned or attempt == KEY_RACE_ATTEMPTS:
+                    raise JobKeyRaceError(
+                        f"add_job {identifier!r} with job_key {spec.job_key!r}: a worker locked"
+                        " the existing job while it was being replaced, so nothing was"
+                        " scheduled; retry the call"
+                    )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def add_jobs(self, tasks: Iterable[Task | tuple[Task, JobSpec | None]]) -> list[Job]:
+        """Enqueue typed tasks in one statement (see :meth:`add_raw_jobs`).
+
+        Each item is a task, or a ``(task, spec)`` pair.
+        """
+        raw = []
+        for index, item in enumerate(tasks):
+            task, spec = item if isinstance(item, tuple) else (item, None)
+            identifier = getattr(type(task), "IDENTIFIER", None)
+            if not isinstance(identifier, str):
+                raise InvalidJobSpec(
+                    f"jobs[{index}]: {type(task).__name__} has no IDENTIFIER class attribute"
+                    " naming its task"
+                )
+            try:
+                raw.append(RawJobSpec(identifier, task, spec))
+            except InvalidJobSpec as error:
+                raise InvalidJobSpec(f"jobs[{index}].{error}") from None
+        return self.add_raw_jobs(raw)
+
+    def add_raw_jobs(self, jobs: Iterable[RawJobSpec]) -> list[Job]:
+        """Enqueue many jobs in one statement and one round trip: all of them, or none.
+
+        Every job is checked, run through the hooks and encoded before any SQL is sent;
+        a bad job anywhere raises :class:`InvalidJobSpec` (naming ``jobs[i]`` and the field)
+        and nothing is written. Two jobs with the same ``job_key``, and ``UNSAFE_DEDUPE``
+        (which only :meth:`add_raw_job` supports), are refused. ``PRESERVE_RUN_AT`` on any
+        job applies to every keyed job of the batch (graphile-worker's ``add_jobs`` takes it
+        for the whole call). Empty input returns ``[]`` without touching the database.
+
+        The jobs come back in the order the database returned them, which is not the input
+        order; match them by ``key`` or ``id``. Each carries its own task identifier and
+        queue name, resolved from its row, never from its position.
+        """
+        jobs = list(jobs)
+        if not jobs:
+            return []
+        trace = current_trace()
+        hooks = self._hooks
+        json_dumps = self._json_dumps
+        now = dt.datetime.now(_UTC) if self._use_local_time else None
+        preserve_run_at = False
+        keys: dict[str, int] = {}
+        fragments: dict[int, str] = {}
+        elements = []
+        identifiers = set()
+        queue_names = set()
+        for index, job in enumerate(jobs):
+            if not isinstance(job, RawJobSpec):
+                raise InvalidJobSpec(
+                    f"jobs[{index}]: expected a RawJobSpec, got {type(job).__name__}"
+                )
+            spec = job.spec
+            mode = spec.job_key_mode
+            if mode is JobKeyMode.UNSAFE_DEDUPE:
+                raise InvalidJobSpec(
+                    f"jobs[{index}].job_key_mode: UNSAFE_DEDUPE works for single jobs only"
+                    " (add_raw_job), not in a batch"
+                )
+            if mode is JobKeyMode.PRESERVE_RUN_AT:
+                preserve_run_at = True
+            key = spec.job_key
+            if key is not None:
+                first = keys.setdefault(key, index)
+                if first != index:
+                    raise InvalidJobSpec(
+                        f"jobs[{index}].job_key: {key!r} is also the key of jobs[{first}];"
+                        " keys must be unique within a batch"
+                    )
+            payload = with_trace(job.payload, trace)
+            if hooks:
+                payload = run_hooks(hooks, job.identifier, payload, spec)
+            identifiers.add(job.identifier)
+            if spec.queue_name is not None:
+                queue_names.add(spec.queue_name)
+            fragment = fragments.get(id(spec))
+            if fragment is None:
+                fragment = fragments[id(spec)] = _spec_fragment(spec, now)
+            if payload is None:
+                elements.append('{"identifier":' + _quote(job.identifier) + fragment)
+            else:
+                payload_text = encode_payload(payload, json_dumps, f"jobs[{index}].payload")
+                elements.append(
+                    '{"identifier":' + _quote(job.identifier) + ',"payload":' + payload_text
+                    + fragment
+                )
+        params = {
+            "specs": "[" + ",".join(elements) + "]",
+            "preserve_run_at": preserve_run_at,
+            "count": len(elements),
+        }
+        query = catalog.render("add_jobs", self._schema)
+        logger.debug("add_jobs: %d jobs on schema %r", len(elements), self._schema)
+        for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
+            with self._connection() as (conn, owned):
+                try:
+                    with _cursor(conn) as cur:
+                        cur.execute(query, params, binary=True)
+                        rows = cur.fetchall()
+                        return self._label(cur, rows, identifiers, queue_names)
+                except psycopg.errors.InvalidTextRepresentation as error:
+                    if _KEY_RACE_MARKER not in str(error):
+                        raise self._database_error("add_jobs", error) from error
+                    if not owned or attempt == KEY_RACE_ATTEMPTS:
+                        raise JobKeyRaceError(
+                            f"add_jobs: a worker locked the existing job of one of the"
+                            f" {len(elements)} keyed specs while it was being replaced; the"
+                            " statement failed and wrote nothing; retry the call"
+                            + ("" if owned else " in a new transaction")
+                        ) from error
+                    race = error
+                except psycopg.Error as error:
+                    raise self._database_error("add_jobs", error) from error
+            logger.info("add_jobs: retrying after a job key race (%s)", race)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _label(
+        self,
+        cur: psycopg.Cursor[tuple[Any, ...]],
+        rows: list[tuple[Any, ...]],
+        identifiers: set[str],
+        queue_names: set[str],
+    ) -> list[Job]:
+        """Jobs from add_jobs rows, naming tasks and queues that the call itself created."""
+        task_names: dict[int, str] = {}
+        queue_by_id: dict[int, str] = {}
+        missing_tasks: set[int] = set()
+        missing_queues: set[int] = set()
+        for row in rows:
+            if row[16] is None:
+                missing_tasks.add(row[1])
+            else:
+                task_names[row[1]] = row[16]
+            if row[2] is not None:
+                if row[17] is None:
+                    missing_queues.add(row[2])
+                else:
+                    queue_by_id[row[2]] = row[17]
+        if missing_tasks or missing_queues:
+            # Every spec made a row, so the names no row resolved are exactly the ones this
+            # call created; one new name needs no lookup, several do (by id, after the fact).
+            new_tasks = identifiers - set(task_names.values())
+            new_queues = queue_names - set(queue_by_id.values())
+            if len(missing_tasks) == len(new_tasks) == 1:
+                task_names[missing_tasks.pop()] = new_tasks.pop()
+            if len(missing_queues) == len(new_queues) == 1:
+                queue_by_id[missing_queues.pop()] = new_queues.pop()
+            if missing_tasks or missing_queues:
+                cur.execute(
+                    catalog.render("job_names", self._schema),
+                    {"task_ids": sorted(missing_tasks), "queue_ids": sorted(missing_queues)},
+                )
+                for is_queue, name_id, name in cur.fetchall():
+                    (queue_by_id if is_queue else task_names)[name_id] = name
+        return [
+            _job(row, task_names[row[1]], None if row[2] is None else queue_by_id[row[2]])
+            for row in rows
+        ]
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def _fetch(self, operation: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        query = catalog.render(operation, self._schema)
+        with self._connection() as (conn, _):
+            try:
+                with _cursor(conn) as cur:
+                    cur.execute(query, params, binary=True)
+                    return cur.fetchall()
+            except psycopg.Error as error:
+                raise self._database_error(operation, error) from error
+
+    def remove_job(self, job_key: str) -> Job | None:
+        """Remove the job with ``job_key``; None when no job has that key.
+
+        A job that a worker has locked (is running) is not deleted: it loses its key and its
+        remaining attempts, so it finishes this run and is never retried. The returned job
+        shows that state.
+        """
+        check_text("job_key", job_key, max_length=MAX_JOB_KEY_LENGTH)
+        (row,) = self._fetch("remove_job", {"job_key": job_key})
+        return None if row[0] is None else _jobs([row])[0]
+
+    def complete_jobs(self, job_ids: Iterable[int]) -> list[Job]:
+        """Delete the jobs with these ids as if they had succeeded; return the deleted ones.
+
+        Jobs a worker has locked are skipped (a lock older than four hours counts as
+        released); unknown ids are ignored.
+        """
+        return _jobs(self._fetch("complete_jobs", {"job_ids": _job_ids(job_ids)}))
+
+    def permanently_fail_jobs(
+        self, job_ids: Iterable[int], reason: str | None = None
+    ) -> list[Job]:
+        """Mark these jobs permanently failed (attempts = max_attempts) with ``reason`` as
+        their last error ("Manually marked as failed" when None); return them.
+
+        Jobs a worker has locked are skipped (a lock older than four hours counts as
+        released); unknown ids are ignored.
+        """
+        if reason is not None:
+            check_text("reason", reason)
+        return _jobs(
+            self._fetch(
+                "permanently_fail_jobs", {"job_ids": _job_ids(job_ids), "error_message": reason}
+            )
+        )
+
+    def reschedule_jobs(
+        self, job_ids: Iterable[int], options: RescheduleOptions | None = None
+    ) -> list[Job]:
+        """Change when and how these jobs run; a None option keeps the column. Return them.
+
+        Jobs a worker has locked are skipped (a lock older than four hours counts as
+        released); unknown ids are ignored.
+        """
+        if options is None:
+            options = RescheduleOptions()
+        elif not isinstance(options, RescheduleOptions):
+            raise InvalidJobSpec(
+                f"options: expected RescheduleOptions or None, got {type(options).__name__}"
+            )
+        return _jobs(
+            self._fetch(
+                "reschedule_jobs",
+                {
+                    "job_ids": _job_ids(job_ids),
+                    "run_at": options.run_at,
+                    "priority": options.priority,
+                    "attempts": options.attempts,
+                    "max_attempts": options.max_attempts,
+                },
+            )
+        )
+
+    def force_unlock_workers(self, worker_ids: Iterable[str]) -> None:
+        """Release the jobs and queues locked by these workers (crashed ones, presumably).
+
+        ``worker_ids`` are the ``locked_by`` values: graphile-worker 0.17+ writes its pool id
+        (``pool-…``) there. Unlocking a live worker's jobs lets another worker run them twice.
+        """
+        if isinstance(worker_ids, (str, bytes)) or not isinstance(worker_ids, Iterable):
+            raise InvalidJobSpec(
+                f"worker_ids: expected an iterable of str, got {type(worker_ids).__name__}"
+            )
+        ids = list(worker_ids)
+        for index, worker_id in enumerate(ids):
+            check_text(f"worker_ids[{index}]", worker_id)
+        self._fetch("force_unlock_workers", {"worker_ids": ids})
+
+    def cleanup(
+        self,
+        tasks: Iterable[CleanupTask] = (CleanupTask.GC_JOB_QUEUES,),
+        task_identifiers_to_keep: Iterable[str] = (),
+    ) -> dict[CleanupTask, int]:
+        """Run maintenance and return how many rows each task removed.
+
+        The tasks run in one transaction, always in graphile-worker's order (permanently
+        failed jobs, then task identifiers, then queues), whatever order they are named in.
+        Locked jobs and queues are skipped. ``GC_TASK_IDENTIFIERS`` keeps the identifiers in
+        ``task_identifiers_to_keep``: a running worker caches task ids, so deleting an
+        identifier it serves hides that task's next jobs from it until it restarts — keep the
+        identifiers your workers serve.
+        """
+        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+            raise InvalidJobSpec(
+                f"tasks: expected an iterable of CleanupTask, got {type(tasks).__name__}"
+            )
+        wanted = set()
+        for index, task in enumerate(tasks):
+            try:
+                wanted.add(CleanupTask(task))
+            except ValueError:
+                allowed = ", ".join(task.name for task in CleanupTask)
+                raise InvalidJobSpec(f"tasks[{index}]: {task!r} is not one of {allowed}") from None
+        if isinstance(task_identifiers_to_keep, (str, bytes)):
+            raise InvalidJobSpec(
+                "task_identifiers_to_keep: expected an iterable of str, got a bare str"
+            )
+        keep = list(task_identifiers_to_keep)
+        for index, identifier in enumerate(keep):
+            check_text(f"task_identifiers_to_keep[{index}]", identifier)
+        removed: dict[CleanupTask, int] = {}
+        with self._connection() as (conn, owned):
+            try:
+                with atomic(conn, owned=owned), _cursor(conn) as cur:
+                    for task, operation in _CLEANUP_ORDER:
+                        if task in wanted:
+                            cur.execute(
+                                catalog.render(operation, self._schema), {"keep": keep}
+                            )
+                            (count,) = cur.fetchone() or (0,)
+                            removed[task] = count
+            except psycopg.Error as error:
+                raise self._database_error("cleanup", error) from error
+        return removed

@@ -38,3 +38,36 @@ class IncompatibleSchemaError(MigrationError):
 
 class SchemaTooOldError(MigrationError):
     """The schema is at a revision older than this library can upgrade (below 16)."""
+
+
+class InvalidJobSpec(GraphileWorkerError, ValueError):
+    """A job, spec or maintenance argument that the database would refuse.
+
+    Raised before any SQL is sent; the message names the field and the limit. In a batch,
+    nothing is written when any job is bad.
+    """
+
+
+class JobScheduleSkipped(GraphileWorkerError):
+    """A before-schedule hook skipped the job; nothing was written."""
+
+
+class JobScheduleFailed(GraphileWorkerError):
+    """A before-schedule hook refused the job; nothing was written."""
+
+
+class JobKeyRaceError(GraphileWorkerError):
+    """A keyed job was locked by a worker while this call replaced it; nothing was scheduled.
+
+    graphile-worker's ``add_job`` returns no job in that case (schema.md §2). Where the library
+    owns the transaction (a pool, or an autocommit connection) it retries a few times before
+    raising this; inside a caller's transaction it raises at once. Retry the call.
+    """
+
+
+class ConnectionStateError(GraphileWorkerError):
+    """The caller's connection cannot run the operation (closed, or in a failed transaction)."""
+
+
+class DatabaseError(GraphileWorkerError):
+    """The database refused an operation; the psycopg error is the ``__cause__``."""

@@ -27,6 +27,7 @@ from ._errors import (
     UnsupportedServerError,
 )
 from ._templates import catalog
+from ._transactions import atomic
 
 logger = logging.getLogger("graphile_worker_utils")
 
@@ -199,13 +200,15 @@ def _record_and_apply(
         )
 
 
-def _step(conn: psycopg.Connection[Any], schema: str) -> tuple[list[int], bool, int]:
+def _step(
+    conn: psycopg.Connection[Any], schema: str, owned: bool
+) -> tuple[list[int], bool, int]:
     """One transaction of migration work: (revisions applied, installed, revision now).
 
     Applies nothing when the schema is current (or ahead).
     Raises _PeerInProgress when another migrator holds the schema somewhere in 1..15.
     """
-    with conn.transaction(), conn.cursor() as cur:
+    with atomic(conn, owned=owned), conn.cursor() as cur:
         cur.execute(catalog.render("migrations/lock", schema), {"schema_name": schema})
         revisions = _read(conn, schema)
         _check(revisions, schema)
@@ -247,6 +250,7 @@ def migrate(
     conn: psycopg.Connection[Any],
     schema: str,
     *,
+    owned: bool,
     sleep: Callable[[float], None] = time.sleep,
 ) -> MigrationReport:
     """Bring ``schema`` to :data:`LATEST_REVISION` (see :meth:`WorkerUtils.migrate`)."""
@@ -257,7 +261,7 @@ def migrate(
     collisions = 0
     while True:
         try:
-            done, installed_now, revision = _step(conn, schema)
+            done, installed_now, revision = _step(conn, schema, owned)
         except _CONCURRENT_MIGRATOR_ERRORS as error:
             # Another migrator (graphile-worker itself, most likely) recorded the same revision
             # or created the same object first; look again at what is there now.

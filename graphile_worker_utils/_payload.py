@@ -1,0 +1,101 @@
+"""Payload encoding: Python values to the JSON text graphile-worker's tasks receive.
+
+Beyond what ``json`` handles (dict, list, tuple, str, int, float, bool, None):
+
+========================  ===================================================================
+datetime (aware)          ISO 8601 with its offset, ``"2026-01-02T03:04:05.000006+00:00"``
+datetime (naive)          refused: ambiguous
+date, time                ISO 8601, ``"2026-01-02"``, ``"03:04:05"``
+UUID                      its canonical string
+Decimal                   its exact decimal string, ``"12.50"`` (a JSON number would lose
+                          precision in JavaScript); NaN and infinities are refused
+Enum                      its value, encoded by these same rules
+attrs / dataclass         an object of its fields, encoded by these same rules
+========================  ===================================================================
+
+NaN and Infinity floats are refused (they are not JSON). Anything else is refused with a
+message naming its type. Pass ``json_dumps=`` to :class:`WorkerUtils` to use your own encoder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import enum
+import json
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from ._errors import InvalidJobSpec
+
+JsonDumps = Callable[[Any], str]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+            raise InvalidJobSpec(
+                f"payload: naive datetime {value.isoformat()} is ambiguous; give it a tzinfo"
+            )
+        return value.isoformat()
+    if isinstance(value, (dt.date, dt.time)):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise InvalidJobSpec(f"payload: Decimal {value} is not a finite number")
+        return str(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if attrs.has(type(value)):
+        return {field.name: getattr(value, field.name) for field in attrs.fields(type(value))}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_encoder = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default
+)
+# Lone surrogates cannot be sent as UTF-8; JSON can carry them as \ud800 escapes.
+_ascii_encoder = json.JSONEncoder(
+    ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_default
+)
+
+
+def dumps(value: Any) -> str:
+    """Encode a payload as compact JSON text (see the module documentation for the rules)."""
+    text = _encoder.encode(value)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = _ascii_encoder.encode(value)
+    return text
+
+
+def encode_payload(value: Any, json_dumps: JsonDumps | None, field: str = "payload") -> str:
+    """Encode ``value`` with ``json_dumps`` (or :func:`dumps`), as InvalidJobSpec on failure."""
+    try:
+        text = (json_dumps or dumps)(value)
+    except InvalidJobSpec as error:
+        if field == "payload":
+            raise
+        raise InvalidJobSpec(f"{field}{str(error).removeprefix('payload')}") from None
+    except ValueError as error:
+        # json raises ValueError for NaN/Infinity and for circular references.
+        raise InvalidJobSpec(f"{field}: cannot be encoded as JSON: {error}") from error
+    except TypeError as error:
+        raise InvalidJobSpec(f"{field}: cannot be encoded as JSON: {error}") from error
+    except RecursionError as error:
+        raise InvalidJobSpec(f"{field}: nested too deeply to encode as JSON") from error
+    if not isinstance(text, str):
+        raise InvalidJobSpec(
+            f"{field}: json_dumps returned {type(text).__name__}, expected str"
+        )
+    return text

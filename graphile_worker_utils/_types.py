@@ -1,0 +1,254 @@
+"""Value types: what callers pass in (specs) and what they get back (jobs).
+
+Specs validate themselves when they are built, so a bad value is reported where it was made,
+naming the field and the limit (:class:`InvalidJobSpec`), before any SQL is sent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Iterable
+from typing import Any, ClassVar, Protocol, runtime_checkable
+
+import attrs
+
+from ._errors import InvalidJobSpec
+
+SMALLINT_MIN, SMALLINT_MAX = -32768, 32767
+BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
+MAX_IDENTIFIER_LENGTH = 128
+MAX_QUEUE_NAME_LENGTH = 128
+MAX_JOB_KEY_LENGTH = 512
+
+
+class JobKeyMode(str, enum.Enum):
+    """What ``add_job`` does when a job with the same ``job_key`` exists (schema.md §2)."""
+
+    #: Overwrite the pending job (payload, run_at, queue, priority, …); a running or
+    #: permanently failed one is detached and a new job is created. The default.
+    REPLACE = "replace"
+    #: Like REPLACE, but keep the existing ``run_at`` while the job has not been attempted:
+    #: debouncing that does not push the job further away.
+    PRESERVE_RUN_AT = "preserve_run_at"
+    #: Keep the existing job whatever its state and only bump its revision. Single jobs only.
+    UNSAFE_DEDUPE = "unsafe_dedupe"
+
+
+class CleanupTask(str, enum.Enum):
+    """Maintenance that :meth:`WorkerUtils.cleanup` runs, always in this order."""
+
+    #: Delete jobs that used all their attempts (and are not locked).
+    DELETE_PERMANENTLY_FAILED_JOBS = "DELETE_PERMAFAILED_JOBS"
+    #: Delete task identifiers that no job uses (except a keep-list).
+    GC_TASK_IDENTIFIERS = "GC_TASK_IDENTIFIERS"
+    #: Delete unlocked queues that no job uses.
+    GC_JOB_QUEUES = "GC_JOB_QUEUES"
+
+
+def check_text(field: str, value: object, max_length: int | None = None) -> str:
+    """Return ``value`` if it is a non-empty str without NUL within ``max_length`` characters."""
+    if not isinstance(value, str):
+        raise InvalidJobSpec(f"{field}: expected a str, got {type(value).__name__}")
+    if not value:
+        raise InvalidJobSpec(f"{field}: must not be empty")
+    if max_length is not None and len(value) > max_length:
+        raise InvalidJobSpec(
+            f"{field}: {len(value)} characters, over the limit of {max_length}"
+        )
+    if "\x00" in value:
+        raise InvalidJobSpec(f"{field}: must not contain NUL characters")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidJobSpec(
+                f"{field}: contains a lone surrogate, which is not valid Unicode"
+            ) from None
+    return value
+
+
+def check_int(field: str, value: object, low: int, high: int) -> int:
+    """Return ``value`` if it is an int (not a bool) within ``low..high``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidJobSpec(f"{field}: expected an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise InvalidJobSpec(f"{field}: {value} is outside the allowed range {low}..{high}")
+    return value
+
+
+def check_aware_datetime(field: str, value: object) -> dt.datetime:
+    """Return ``value`` if it is a timezone-aware datetime."""
+    if not isinstance(value, dt.datetime):
+        raise InvalidJobSpec(f"{field}: expected a datetime, got {type(value).__name__}")
+    if value.tzinfo is None or value.tzinfo.utcoffset(value) is None:
+        raise InvalidJobSpec(
+            f"{field}: naive datetime {value.isoformat()} is ambiguous; give it a tzinfo"
+            " (for example datetime.timezone.utc)"
+        )
+    return value
+
+
+def _optional(check: Any, *args: Any) -> Any:
+    def validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+        if value is not None:
+            check(attribute.name, value, *args)
+
+    return validator
+
+
+def _to_job_key_mode(value: object) -> object:
+    if value is None or isinstance(value, JobKeyMode):
+        return value
+    try:
+        return JobKeyMode(value)
+    except ValueError:
+        allowed = ", ".join(repr(mode.value) for mode in JobKeyMode)
+        raise InvalidJobSpec(f"job_key_mode: {value!r} is not one of {allowed}") from None
+
+
+def _to_flags(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidJobSpec(
+            f"flags: expected an iterable of str (a list or tuple), got {type(value).__name__}"
+        )
+    flags = tuple(value)
+    for index, flag in enumerate(flags):
+        check_text(f"flags[{index}]", flag)
+    return flags
+
+
+@attrs.frozen
+class JobSpec:
+    """How and when a job runs. Every field defaults to None: the database's default.
+
+    Example::
+
+        JobSpec(queue_name="emails", run_at=datetime.now(UTC) + timedelta(minutes=5),
+                job_key="welcome:42", job_key_mode=JobKeyMode.PRESERVE_RUN_AT)
+    """
+
+    #: Jobs of one queue run one at a time, in order. Non-empty, at most 128 characters.
+    queue_name: str | None = attrs.field(
+        default=None,
+        validator=_optional(check_text, MAX_QUEUE_NAME_LENGTH),
+        kw_only=True,
+    )
+    #: When the job may run; an aware datetime (a naive one is refused as ambiguous).
+    #: None: now (the database's clock, or the application's with ``use_local_time``).
+    run_at: dt.datetime | None = attrs.field(
+        default=None, validator=_optional(check_aware_datetime), kw_only=True
+    )
+    #: Lower runs first; a smallint (-32768..32767). None: 0.
+    priority: int | None = attrs.field(
+        default=None, validator=_optional(check_int, SMALLINT_MIN, SMALLINT_MAX), kw_only=True
+    )
+    #: Attempts before the job is permanently failed, 1..32767. None: 25.
+    max_attempts: int | None = attrs.field(
+        default=None, validator=_optional(check_int, 1, SMALLINT_MAX), kw_only=True
+    )
+    #: A unique name for the job (1..512 characters) to replace or deduplicate it later.
+    job_key: str | None = attrs.field(
+        default=None, validator=_optional(check_text, MAX_JOB_KEY_LENGTH), kw_only=True
+    )
+    #: What to do when a job with ``job_key`` exists; None: REPLACE. Ignored without a key.
+    job_key_mode: JobKeyMode | None = attrs.field(
+        default=None, converter=_to_job_key_mode, kw_only=True
+    )
+    #: Names a worker can be told to skip (graphile-worker's ``forbiddenFlags``).
+    flags: tuple[str, ...] | None = attrs.field(default=None, converter=_to_flags, kw_only=True)
+
+
+DEFAULT_SPEC = JobSpec()
+
+
+def _to_spec(value: object) -> JobSpec:
+    if value is None:
+        return DEFAULT_SPEC
+    if not isinstance(value, JobSpec):
+        raise InvalidJobSpec(f"spec: expected a JobSpec or None, got {type(value).__name__}")
+    return value
+
+
+def _check_identifier(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    check_text("identifier", value, max_length=MAX_IDENTIFIER_LENGTH)
+
+
+@attrs.frozen
+class RawJobSpec:
+    """One job of :meth:`WorkerUtils.add_raw_jobs`: task identifier, JSON payload, spec."""
+
+    #: The task to run (graphile-worker's task identifier), 1..128 characters.
+    identifier: str = attrs.field(validator=_check_identifier)
+    #: The job's payload: anything the payload encoder accepts. None: ``{}``.
+    payload: Any = None
+    #: How and when the job runs.
+    spec: JobSpec = attrs.field(default=None, converter=_to_spec)
+
+
+@attrs.frozen
+class RescheduleOptions:
+    """What :meth:`WorkerUtils.reschedule_jobs` changes; a None field is left as it is."""
+
+    run_at: dt.datetime | None = attrs.field(
+        default=None, validator=_optional(check_aware_datetime), kw_only=True
+    )
+    priority: int | None = attrs.field(
+        default=None, validator=_optional(check_int, SMALLINT_MIN, SMALLINT_MAX), kw_only=True
+    )
+    attempts: int | None = attrs.field(
+        default=None, validator=_optional(check_int, 0, SMALLINT_MAX), kw_only=True
+    )
+    max_attempts: int | None = attrs.field(
+        default=None, validator=_optional(check_int, 1, SMALLINT_MAX), kw_only=True
+    )
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A typed job: a class (attrs, dataclass, …) whose fields are the payload.
+
+    Example::
+
+        @attrs.frozen
+        class SendEmail:
+            IDENTIFIER: ClassVar[str] = "send_email"
+            to: str
+            subject: str
+    """
+
+    IDENTIFIER: ClassVar[str]
+
+
+@attrs.frozen(slots=True)
+class Job:
+    """A job row as the database returned it. Datetimes are timezone-aware UTC."""
+
+    id: int
+    #: The task identifier (resolved from ``task_id``, never by position in a batch).
+    task_identifier: str
+    #: The queue name, or None for a job outside any queue.
+    queue_name: str | None
+    payload: Any
+    priority: int
+    run_at: dt.datetime
+    attempts: int
+    max_attempts: int
+    last_error: str | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    key: str | None
+    locked_at: dt.datetime | None
+    locked_by: str | None
+    revision: int
+    #: The flag names given when the job was added, or None.
+    flags: list[str] | None
+    task_id: int
+    job_queue_id: int | None
+
+    @property
+    def is_permanently_failed(self) -> bool:
+        """Whether the job used all its attempts and will never run again."""
+        return self.attempts >= self.max_attempts
