@@ -202,8 +202,9 @@ def _record_and_apply(
 
 def _step(
     conn: psycopg.Connection[Any], schema: str, owned: bool
-) -> tuple[list[int], bool, int]:
-    """One transaction of migration work: (revisions applied, installed, revision now).
+) -> tuple[list[int], bool, int] | None:
+    """One transaction of migration work: (revisions applied, installed, revision now), or
+    None when the migrations table was only brought up to date and needs another look.
 
     Applies nothing when the schema is current (or ahead).
     Raises _PeerInProgress when another migrator holds the schema somewhere in 1..15.
@@ -215,10 +216,12 @@ def _step(
         if not revisions.has_migrations_table:
             cur.execute(catalog.render("migrations/bootstrap", schema))
         elif not revisions.has_breaking_column:
+            cur.execute(catalog.render("migrations/add_breaking_column", schema))
             cur.execute(
-                catalog.render("migrations/add_breaking_column", schema),
+                catalog.render("migrations/flag_breaking", schema),
                 {"breaking_ids": sorted(BREAKING_REVISIONS)},
             )
+            return None  # committed on its own, as graphile-worker does; then look again
         current = revisions.revision
         if current is None:
             everything = list(range(1, LATEST_REVISION + 1))
@@ -261,7 +264,7 @@ def migrate(
     collisions = 0
     while True:
         try:
-            done, installed_now, revision = _step(conn, schema, owned)
+            step = _step(conn, schema, owned)
         except _CONCURRENT_MIGRATOR_ERRORS as error:
             # Another migrator (graphile-worker itself, most likely) recorded the same revision
             # or created the same object first; look again at what is there now.
@@ -291,6 +294,9 @@ def migrate(
         except psycopg.Error as error:
             at = f" at revision {applied[-1] + 1}" if applied else ""
             raise MigrationError(f"migrating schema {schema!r} failed{at}: {error}") from error
+        if step is None:
+            continue
+        done, installed_now, revision = step
         if not done:
             return MigrationReport(applied=tuple(applied), revision=revision, installed=installed)
         applied.extend(done)
