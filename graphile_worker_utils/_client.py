@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from types import TracebackType
 from typing import Any, TypeVar, Union
 
+import attrs
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
@@ -114,6 +116,26 @@ def _job(row: tuple[Any, ...], task_identifier: str, queue_name: str | None) -> 
 def _jobs(rows: list[tuple[Any, ...]]) -> list[Job]:
     # Maintenance results: the jobs' tasks and queues existed before the statement.
     return [_job(row, row[16], row[17]) for row in rows]
+
+
+def _task_identifier(task: object, where: str) -> str:
+    identifier = getattr(type(task), "IDENTIFIER", None)
+    if not isinstance(identifier, str):
+        raise InvalidJobSpec(
+            f"{where}: {type(task).__name__} has no IDENTIFIER class attribute naming its task"
+        )
+    return identifier
+
+
+def _task_payload(task: object) -> Any:
+    # A typed task's payload is a dict of its fields (not deep-copied), so that trace
+    # propagation and hooks see the same shape as for a raw dict payload.
+    cls = type(task)
+    if attrs.has(cls):
+        return {field.name: getattr(task, field.name) for field in attrs.fields(cls)}
+    if dataclasses.is_dataclass(task) and not isinstance(task, type):
+        return {field.name: getattr(task, field.name) for field in dataclasses.fields(task)}
+    return task
 
 
 def _job_ids(job_ids: Iterable[int]) -> list[int]:
@@ -358,12 +380,7 @@ class WorkerUtils:
 
             utils.add_job(SendEmail(to="ada@example.com"), JobSpec(queue_name="mail"))
         """
-        identifier = getattr(type(task), "IDENTIFIER", None)
-        if not isinstance(identifier, str):
-            raise InvalidJobSpec(
-                f"task: {type(task).__name__} has no IDENTIFIER class attribute naming its task"
-            )
-        return self.add_raw_job(identifier, task, spec)
+        return self.add_raw_job(_task_identifier(task, "task"), _task_payload(task), spec)
 
     def add_raw_job(
         self, identifier: str, payload: Any = None, spec: JobSpec | None = None
@@ -434,14 +451,9 @@ class WorkerUtils:
         raw = []
         for index, item in enumerate(tasks):
             task, spec = item if isinstance(item, tuple) else (item, None)
-            identifier = getattr(type(task), "IDENTIFIER", None)
-            if not isinstance(identifier, str):
-                raise InvalidJobSpec(
-                    f"jobs[{index}]: {type(task).__name__} has no IDENTIFIER class attribute"
-                    " naming its task"
-                )
+            identifier = _task_identifier(task, f"jobs[{index}]")
             try:
-                raw.append(RawJobSpec(identifier, task, spec))
+                raw.append(RawJobSpec(identifier, _task_payload(task), spec))
             except InvalidJobSpec as error:
                 raise InvalidJobSpec(f"jobs[{index}].{error}") from None
         return self.add_raw_jobs(raw)
@@ -696,8 +708,9 @@ class WorkerUtils:
         wanted = set()
         for index, task in enumerate(tasks):
             try:
-                wanted.add(CleanupTask(task))
-            except ValueError:
+                by_name = CleanupTask.__members__.get(task) if isinstance(task, str) else None
+                wanted.add(by_name or CleanupTask(task))
+            except (ValueError, TypeError):
                 allowed = ", ".join(task.name for task in CleanupTask)
                 raise InvalidJobSpec(f"tasks[{index}]: {task!r} is not one of {allowed}") from None
         if isinstance(task_identifiers_to_keep, (str, bytes)):
