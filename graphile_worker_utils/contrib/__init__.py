@@ -1,0 +1,1 @@
+"""Integrations with web frameworks; nothing in the core imports this package."""
