@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import logging
 import struct
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import TracebackType
 from typing import Any, TypeVar, Union
 
@@ -17,7 +16,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg.adapt import Buffer, Loader
-from psycopg.types.json import JsonbBinaryLoader, JsonBinaryLoader
+from psycopg.types.json import JsonbBinaryLoader
 from psycopg_pool import ConnectionPool
 
 from . import _migrations
@@ -30,7 +29,7 @@ from ._errors import (
 )
 from ._hooks import BeforeScheduleHook, current_trace, run_hooks, with_trace
 from ._migrations import MigrationReport, SchemaStatus
-from ._payload import JsonDumps, encode_payload
+from ._payload import JsonDumps, dumps, encode_payload
 from ._templates import catalog, validate_schema_name
 from ._transactions import atomic
 from ._types import (
@@ -62,7 +61,6 @@ _KEY_RACE_MARKER = "graphile_worker_utils: job key race"
 _UTC = dt.timezone.utc
 _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=_UTC)
 _unpack_int64 = struct.Struct("!q").unpack
-_quote = json.encoder.encode_basestring
 
 # Cleanup tasks run in this order whatever order the caller names them (graphile-worker's).
 _CLEANUP_ORDER = (
@@ -89,25 +87,37 @@ class _UtcTimestamptzBinaryLoader(Loader):
             )
 
 
+# Session time zones in which psycopg's own (C) timestamptz loader already yields UTC.
+_UTC_ZONES = frozenset({
+    "UTC", "Etc/UTC", "UCT", "Etc/UCT", "GMT", "Etc/GMT", "GMT0", "Etc/GMT0", "Universal",
+    "Etc/Universal", "Zulu", "Etc/Zulu", "Greenwich", "Etc/Greenwich",
+})
+_FAST_TIMESTAMPTZ_LOADER = psycopg.adapters.get_loader(
+    psycopg.adapters.types["timestamptz"].oid, pq.Format.BINARY
+)
+
+
 def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
     # A plain server-binding cursor with our own loaders, so results have the same types on a
     # Django connection (client-side binding, jsonb as text, naive datetimes) as anywhere. The
     # loaders are registered on this cursor only; the connection is left as it is.
     cur: psycopg.Cursor[tuple[Any, ...]] = psycopg.Cursor(conn)
     adapters = cur.adapters
-    adapters.register_loader("timestamptz", _UtcTimestamptzBinaryLoader)
-    adapters.register_loader("json", JsonBinaryLoader)
+    loader: Any = _UtcTimestamptzBinaryLoader
+    if _FAST_TIMESTAMPTZ_LOADER and conn.info.parameter_status("TimeZone") in _UTC_ZONES:
+        loader = _FAST_TIMESTAMPTZ_LOADER
+    adapters.register_loader("timestamptz", loader)
     adapters.register_loader("jsonb", JsonbBinaryLoader)
     return cur
 
 
 def _job(row: tuple[Any, ...], task_identifier: str, queue_name: str | None) -> Job:
     (
-        id_, task_id, job_queue_id, payload, priority, run_at, attempts, max_attempts,
+        id_, task_id, job_queue_id, payload_json, priority, run_at, attempts, max_attempts,
         last_error, created_at, updated_at, key, locked_at, locked_by, revision, flags, _, _,
     ) = row
     return Job(
-        id_, task_identifier, queue_name, payload, priority, run_at, attempts, max_attempts,
+        id_, task_identifier, queue_name, payload_json, priority, run_at, attempts, max_attempts,
         last_error, created_at, updated_at, key, locked_at, locked_by, revision,
         None if flags is None else list(flags), task_id, job_queue_id,
     )
@@ -149,25 +159,25 @@ def _job_ids(job_ids: Iterable[int]) -> list[int]:
     return ids
 
 
-def _spec_fragment(spec: JobSpec, run_at: dt.datetime | None) -> str:
-    # The spec's part of one element of the add_jobs JSON document; None fields are left out
-    # (a JSON null would become the json value 'null', not SQL NULL, for the payload).
-    parts = []
+def _spec_fields(spec: JobSpec, run_at: dt.datetime | None) -> dict[str, Any]:
+    # The spec's part of one element of the add_jobs JSON document. None fields are left
+    # out: a JSON null would become the json value 'null', not SQL NULL, for the payload.
+    fields: dict[str, Any] = {}
     if spec.queue_name is not None:
-        parts.append(',"queue_name":' + _quote(spec.queue_name))
+        fields["queue_name"] = spec.queue_name
     if spec.run_at is not None:
         run_at = spec.run_at
     if run_at is not None:
-        parts.append(',"run_at":"' + run_at.isoformat() + '"')
+        fields["run_at"] = run_at.isoformat()
     if spec.max_attempts is not None:
-        parts.append(f',"max_attempts":{spec.max_attempts}')
+        fields["max_attempts"] = spec.max_attempts
     if spec.job_key is not None:
-        parts.append(',"job_key":' + _quote(spec.job_key))
+        fields["job_key"] = spec.job_key
     if spec.priority is not None:
-        parts.append(f',"priority":{spec.priority}')
+        fields["priority"] = spec.priority
     if spec.flags is not None:
-        parts.append(',"flags":[' + ",".join(_quote(flag) for flag in spec.flags) + "]")
-    return "".join(parts) + "}"
+        fields["flags"] = list(spec.flags)
+    return fields
 
 
 class WorkerUtils:
@@ -315,12 +325,25 @@ class WorkerUtils:
         return self._schema
 
     @contextmanager
-    def _connection(self) -> Iterator[tuple[psycopg.Connection[Any], bool]]:
+    def _connection(
+        self, *, single_statement: bool = False
+    ) -> Iterator[tuple[psycopg.Connection[Any], bool]]:
         """The connection to use, and whether the library owns its transaction."""
         target = self._target
         if isinstance(target, ConnectionPool):
             with target.connection() as conn:
-                yield conn, True
+                if not single_statement or conn.autocommit:
+                    yield conn, True
+                    return
+                # One statement is its own transaction: in autocommit it costs one round trip
+                # instead of three (BEGIN, the statement, COMMIT). The pool's setting is put
+                # back before the connection returns to it.
+                conn.autocommit = True
+                try:
+                    yield conn, True
+                finally:
+                    with suppress(psycopg.Error):
+                        conn.autocommit = False
             return
         if target.closed:
             raise ConnectionStateError("the connection is closed")
@@ -420,7 +443,7 @@ class WorkerUtils:
         query = catalog.render("add_job", self._schema)
         logger.debug("add_job %r on schema %r: %s", identifier, self._schema, payload_text)
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
-            with self._connection() as (conn, owned):
+            with self._connection(single_statement=True) as (conn, owned):
                 try:
                     with _cursor(conn) as cur:
                         cur.execute(query, params, binary=True)
@@ -481,8 +504,9 @@ class WorkerUtils:
         now = dt.datetime.now(_UTC) if self._use_local_time else None
         preserve_run_at = False
         keys: dict[str, int] = {}
-        fragments: dict[int, str] = {}
-        elements = []
+        spec_fields: dict[int, dict[str, Any]] = {}
+        elements: list[dict[str, Any]] = []
+        payloads: list[str] = []
         identifiers = set()
         queue_names = set()
         for index, job in enumerate(jobs):
@@ -513,26 +537,26 @@ class WorkerUtils:
             identifiers.add(job.identifier)
             if spec.queue_name is not None:
                 queue_names.add(spec.queue_name)
-            fragment = fragments.get(id(spec))
-            if fragment is None:
-                fragment = fragments[id(spec)] = _spec_fragment(spec, now)
-            if payload is None:
-                elements.append('{"identifier":' + _quote(job.identifier) + fragment)
-            else:
-                payload_text = encode_payload(payload, json_dumps, f"jobs[{index}].payload")
-                elements.append(
-                    '{"identifier":' + _quote(job.identifier) + ',"payload":' + payload_text
-                    + fragment
-                )
+            # Specs are often shared between jobs: their fields are worked out once.
+            fields = spec_fields.get(id(spec))
+            if fields is None:
+                fields = spec_fields[id(spec)] = _spec_fields(spec, now)
+            elements.append({"identifier": job.identifier, **fields})
+            payloads.append(
+                # No payload is the database's default, an empty object.
+                "{}" if payload is None
+                else encode_payload(payload, json_dumps, f"jobs[{index}].payload")
+            )
         params = {
-            "specs": "[" + ",".join(elements) + "]",
+            "specs": dumps(elements),
+            "payloads": payloads,
             "preserve_run_at": preserve_run_at,
             "count": len(elements),
         }
         query = catalog.render("add_jobs", self._schema)
         logger.debug("add_jobs: %d jobs on schema %r", len(elements), self._schema)
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
-            with self._connection() as (conn, owned):
+            with self._connection(single_statement=True) as (conn, owned):
                 try:
                     with _cursor(conn) as cur:
                         cur.execute(query, params, binary=True)
@@ -601,7 +625,7 @@ class WorkerUtils:
 
     def _fetch(self, operation: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         query = catalog.render(operation, self._schema)
-        with self._connection() as (conn, _):
+        with self._connection(single_statement=True) as (conn, _):
             try:
                 with _cursor(conn) as cur:
                     cur.execute(query, params, binary=True)

@@ -13,8 +13,9 @@ Enum                      its value, encoded by these same rules
 attrs / dataclass         an object of its fields, encoded by these same rules
 ========================  ===================================================================
 
-NaN and Infinity floats are refused (they are not JSON). Anything else is refused with a
-message naming its type. Pass ``json_dumps=`` to :class:`WorkerUtils` to use your own encoder.
+NaN and Infinity floats are refused (they are not JSON). Strings with lone surrogates are sent
+as ``\ud800`` escapes. Anything else is refused with a message naming its type. Pass
+``json_dumps=`` to :class:`WorkerUtils` to use your own encoder.
 """
 
 from __future__ import annotations
@@ -59,23 +60,40 @@ def _default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-_encoder = json.JSONEncoder(
-    ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_default
-)
-# Lone surrogates cannot be sent as UTF-8; JSON can carry them as \ud800 escapes.
-_ascii_encoder = json.JSONEncoder(
-    ensure_ascii=True, allow_nan=False, separators=(",", ":"), default=_default
-)
+def _make_encoder(*, ensure_ascii: bool = False) -> Callable[[Any], str]:
+    # One C encoder built once (json.dumps builds one per call); no circular-reference
+    # markers, so a cycle ends as a RecursionError, reported like any unencodable payload.
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        encoder = json.JSONEncoder(
+            ensure_ascii=ensure_ascii, allow_nan=False, separators=(",", ":"), default=_default
+        )
+        return encoder.encode
+    # Non-ASCII stays as it is (smaller, faster) unless ASCII is asked for.
+    quote = json.encoder.encode_basestring_ascii if ensure_ascii else json.encoder.encode_basestring
+    iterencode = make(None, _default, quote, None, ":", ",", False, False, False)
+
+    def encode(value: Any) -> str:
+        return "".join(iterencode(value, 0))
+
+    return encode
+
+
+_encode = _make_encoder()
+
+
+_encode_ascii = _make_encoder(ensure_ascii=True)
 
 
 def dumps(value: Any) -> str:
     """Encode a payload as compact JSON text (see the module documentation for the rules)."""
-    text = _encoder.encode(value)
+    text = _encode(value)
     if not text.isascii():
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            text = _ascii_encoder.encode(value)
+            # Lone surrogates cannot be sent as UTF-8; JSON carries them as \ud800 escapes.
+            text = _encode_ascii(value)
     return text
 
 
@@ -93,9 +111,12 @@ def encode_payload(value: Any, json_dumps: JsonDumps | None, field: str = "paylo
     except TypeError as error:
         raise InvalidJobSpec(f"{field}: cannot be encoded as JSON: {error}") from error
     except RecursionError as error:
-        raise InvalidJobSpec(f"{field}: nested too deeply to encode as JSON") from error
+        raise InvalidJobSpec(
+            f"{field}: nested too deeply (or refers to itself) to encode as JSON"
+        ) from error
     if not isinstance(text, str):
         raise InvalidJobSpec(
             f"{field}: json_dumps returned {type(text).__name__}, expected str"
         )
     return text
+

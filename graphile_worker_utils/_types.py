@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 from collections.abc import Iterable
 from typing import Any, ClassVar, Protocol, runtime_checkable
 
@@ -222,16 +223,25 @@ class Task(Protocol):
     IDENTIFIER: ClassVar[str]
 
 
+_UNDECODED: Any = object()
+
+
 @attrs.frozen(slots=True)
 class Job:
-    """A job row as the database returned it. Datetimes are timezone-aware UTC."""
+    """A job row as the database returned it. Datetimes are timezone-aware UTC.
+
+    The payload arrives as the JSON text the database stores (``payload_json``) and is decoded
+    on first access of ``payload``, so enqueueing many jobs does not pay for decoding payloads
+    nobody reads.
+    """
 
     id: int
     #: The task identifier (resolved from ``task_id``, never by position in a batch).
     task_identifier: str
     #: The queue name, or None for a job outside any queue.
     queue_name: str | None
-    payload: Any
+    #: The payload as stored: JSON text.
+    payload_json: str
     priority: int
     run_at: dt.datetime
     attempts: int
@@ -247,6 +257,16 @@ class Job:
     flags: list[str] | None
     task_id: int
     job_queue_id: int | None
+    _payload: Any = attrs.field(init=False, default=_UNDECODED, eq=False, repr=False)
+
+    @property
+    def payload(self) -> Any:
+        """The payload, decoded from ``payload_json`` (once, on first access)."""
+        value = self._payload
+        if value is _UNDECODED:
+            value = json.loads(self.payload_json)
+            object.__setattr__(self, "_payload", value)
+        return value
 
     @property
     def is_permanently_failed(self) -> bool:

@@ -7,7 +7,6 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -55,14 +54,16 @@ def make_migrations_table(conn: Conn, schema: str, ids: range, *, breaking_colum
         )
         conn.execute(
             sql.SQL(
-                "insert into {}.migrations (id, breaking) select i, i = any(%s) from unnest(%s::int[]) i"
+                "insert into {}.migrations (id, breaking)"
+                " select i, i = any(%s) from unnest(%s::int[]) i"
             ).format(ident),
             [sorted(EXPECTED_BREAKING), list(ids)],
         )
     else:
         conn.execute(
             sql.SQL(
-                "create table {}.migrations (id int primary key, ts timestamptz not null default now())"
+                "create table {}.migrations"
+                " (id int primary key, ts timestamptz not null default now())"
             ).format(ident)
         )
         conn.execute(

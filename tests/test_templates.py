@@ -157,6 +157,5 @@ def test_built_wheel_carries_and_renders_the_templates(tmp_path: Path) -> None:
         "assert t.catalog.directory.parent.name == 'graphile_worker_utils', t.catalog.directory\n"
         "assert b'create table' in t.catalog.render('migrations/install', 'gw')\n"
     )
-    subprocess.run(
-        [sys.executable, "-c", code], check=True, cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site")}
-    )
+    site = {"PYTHONPATH": str(tmp_path / "site")}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=site)

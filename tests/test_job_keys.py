@@ -1,0 +1,748 @@
+"""Job keys (schema.md §2): what REPLACE, PRESERVE_RUN_AT and UNSAFE_DEDUPE do to an existing job
+with the same key, whatever state it is in, and how the library handles the job-key race.
+
+The matrix runs through both entry points (``add_raw_job`` and ``add_raw_jobs``) where the mode
+allows it: they call different database functions, and the contract is the same.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from graphile_worker_utils import (
+    DatabaseError,
+    InvalidJobSpec,
+    Job,
+    JobKeyMode,
+    JobKeyRaceError,
+    JobSpec,
+    RawJobSpec,
+    WorkerUtils,
+)
+
+Connection = psycopg.Connection[Any]
+
+UTC = dt.timezone.utc
+T_OLD = dt.datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+T_NEW = dt.datetime(2031, 6, 1, 8, 30, tzinfo=UTC)
+KEY = "invoice:42"
+WAIT_SECONDS = 15.0
+
+# The states an existing keyed job can be in (schema.md §1: a job with attempts = max_attempts
+# is permanently failed; a locked one is being run by a worker).
+PENDING, RETRYING, LOCKED, PERMANENTLY_FAILED = "pending", "retrying", "locked", "perm_failed"
+REPLACING_MODES = pytest.mark.parametrize(
+    "mode", [JobKeyMode.REPLACE, JobKeyMode.PRESERVE_RUN_AT], ids=["replace", "preserve_run_at"]
+)
+BOTH_ENTRY_POINTS = pytest.mark.parametrize("via", ["add_raw_job", "add_raw_jobs"])
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def table(schema: str, name: str) -> sql.Composed:
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def job_rows(conn: Connection, schema: str) -> list[dict[str, Any]]:
+    """Every job row, with its task identifier and queue name, oldest id first."""
+    query = sql.SQL(
+        "select job.*, task.identifier as task_identifier, queue.queue_name"
+        " from {jobs} as job"
+        " join {tasks} as task on task.id = job.task_id"
+        " left join {queues} as queue on queue.id = job.job_queue_id"
+        " order by job.id"
+    ).format(
+        jobs=table(schema, "_private_jobs"),
+        tasks=table(schema, "_private_tasks"),
+        queues=table(schema, "_private_job_queues"),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query).fetchall()
+
+
+def job_row(conn: Connection, schema: str, job_id: int) -> dict[str, Any]:
+    (row,) = [row for row in job_rows(conn, schema) if row["id"] == job_id]
+    return row
+
+
+def update_job(conn: Connection, schema: str, job_id: int, assignments: str) -> None:
+    # ``assignments`` is test-authored SQL (never data), e.g. "attempts = 2".
+    conn.execute(
+        sql.SQL("update {} set " + assignments + " where id = %s").format(  # type: ignore[arg-type]
+            table(schema, "_private_jobs")
+        ),
+        [job_id],
+    )
+
+
+def enqueue(utils: WorkerUtils, via: str, identifier: str, payload: Any, spec: JobSpec) -> Job:
+    if via == "add_raw_job":
+        return utils.add_raw_job(identifier, payload, spec)
+    (job,) = utils.add_raw_jobs([RawJobSpec(identifier, payload, spec)])
+    return job
+
+
+ORIGINAL_SPEC = JobSpec(
+    queue_name="billing", run_at=T_OLD, priority=1, max_attempts=5, job_key=KEY, flags=["old"]
+)
+
+
+def existing_job(utils: WorkerUtils, conn: Connection, schema: str, state: str) -> Job:
+    """A keyed job (payload {"v": "old"}) brought into ``state`` with SQL, as a worker would."""
+    job = utils.add_raw_job("send_invoice", {"v": "old"}, ORIGINAL_SPEC)
+    if state == RETRYING:
+        update_job(conn, schema, job.id, "attempts = 2, last_error = 'boom'")
+    elif state == LOCKED:
+        update_job(conn, schema, job.id, "locked_at = now(), locked_by = 'worker-1', attempts = 1")
+    elif state == PERMANENTLY_FAILED:
+        update_job(conn, schema, job.id, "attempts = max_attempts, last_error = 'dead'")
+    else:
+        assert state == PENDING
+    return job
+
+
+def replacement(mode: JobKeyMode | None, run_at: dt.datetime | None = T_NEW) -> JobSpec:
+    return JobSpec(
+        queue_name="billing",
+        run_at=run_at,
+        priority=2,
+        max_attempts=7,
+        job_key=KEY,
+        job_key_mode=mode,
+        flags=["new"],
+    )
+
+
+def assert_has_new_values(job: Job, run_at: dt.datetime = T_NEW) -> None:
+    assert job.key == KEY
+    assert job.payload == {"v": "new"}
+    assert job.run_at == run_at
+    assert job.priority == 2
+    assert job.max_attempts == 7
+    assert job.flags == ["new"]
+    assert job.attempts == 0
+    assert job.last_error is None
+    assert job.task_identifier == "send_invoice"
+    assert job.queue_name == "billing"
+
+
+@pytest.fixture
+def utils(conn: Connection, schema: str) -> WorkerUtils:
+    worker_utils = WorkerUtils(conn, schema=schema)
+    worker_utils.migrate()
+    return worker_utils
+
+
+# --------------------------------------------------------------------------------------------
+# REPLACE
+
+
+@BOTH_ENTRY_POINTS
+def test_replace_updates_a_pending_job_in_place(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    old = existing_job(utils, conn, schema, PENDING)
+
+    new = enqueue(utils, via, "send_invoice", {"v": "new"}, replacement(JobKeyMode.REPLACE))
+
+    assert new.id == old.id
+    assert new.revision == 1
+    assert_has_new_values(new)
+    (row,) = job_rows(conn, schema)
+    assert row["id"] == old.id
+    assert row["revision"] == 1
+    assert row["payload"] == {"v": "new"}
+    assert row["run_at"] == T_NEW
+    assert row["flags"] == {"new": True}
+
+
+@BOTH_ENTRY_POINTS
+def test_replace_resets_a_retrying_job_to_a_fresh_pending_job(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    old = existing_job(utils, conn, schema, RETRYING)
+
+    new = enqueue(utils, via, "send_invoice", {"v": "new"}, replacement(JobKeyMode.REPLACE))
+
+    assert new.id == old.id
+    assert new.revision == 1
+    assert_has_new_values(new)
+    (row,) = job_rows(conn, schema)
+    assert (row["attempts"], row["last_error"], row["run_at"]) == (0, None, T_NEW)
+
+
+@BOTH_ENTRY_POINTS
+def test_replace_is_the_default_job_key_mode(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    old = existing_job(utils, conn, schema, RETRYING)
+
+    new = enqueue(utils, via, "send_invoice", {"v": "new"}, replacement(None))
+
+    assert (new.id, new.revision) == (old.id, 1)
+    assert_has_new_values(new)
+
+
+@BOTH_ENTRY_POINTS
+def test_every_replace_increments_the_revision(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    old = existing_job(utils, conn, schema, PENDING)
+
+    enqueue(utils, via, "send_invoice", {"v": "new"}, replacement(JobKeyMode.REPLACE))
+    new = enqueue(utils, via, "send_invoice", {"v": "new"}, replacement(JobKeyMode.REPLACE))
+
+    assert (new.id, new.revision) == (old.id, 2)
+    assert [row["revision"] for row in job_rows(conn, schema)] == [2]
+
+
+@REPLACING_MODES
+@BOTH_ENTRY_POINTS
+def test_replacing_a_locked_job_detaches_it_and_creates_a_new_job(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str, mode: JobKeyMode
+) -> None:
+    old = existing_job(utils, conn, schema, LOCKED)
+
+    new = enqueue(utils, via, "send_invoice", {"v": "new"}, replacement(mode))
+
+    assert new.id != old.id
+    assert new.revision == 0
+    assert_has_new_values(new)
+    detached, created = job_rows(conn, schema)
+    assert detached["id"] == old.id
+    # It finishes the run it is in and is never retried: no key, no attempts left.
+    assert detached["key"] is None
+    assert detached["attempts"] == detached["max_attempts"] == 5
+    assert detached["locked_by"] == "worker-1"
+    assert detached["payload"] == {"v": "old"}
+    assert detached["run_at"] == T_OLD
+    assert detached["revision"] == 0
+    assert created["id"] == new.id
+    assert (created["key"], created["revision"], created["attempts"]) == (KEY, 0, 0)
+    assert created["locked_at"] is None
+
+
+@REPLACING_MODES
+@BOTH_ENTRY_POINTS
+def test_replacing_a_permanently_failed_job_detaches_it_and_creates_a_new_job(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str, mode: JobKeyMode
+) -> None:
+    old = existing_job(utils, conn, schema, PERMANENTLY_FAILED)
+
+    new = enqueue(utils, via, "send_invoice", {"v": "new"}, replacement(mode))
+
+    assert new.id != old.id
+    assert new.revision == 0
+    assert_has_new_values(new)
+    detached, created = job_rows(conn, schema)
+    assert detached["id"] == old.id
+    assert detached["key"] is None
+    assert detached["attempts"] == detached["max_attempts"] == 5
+    assert detached["last_error"] == "dead"
+    assert detached["payload"] == {"v": "old"}
+    assert created["id"] == new.id
+    assert (created["key"], created["revision"], created["attempts"]) == (KEY, 0, 0)
+
+
+def test_a_detached_job_is_updated_at_the_time_it_was_detached(
+    utils: WorkerUtils, conn: Connection, schema: str
+) -> None:
+    old = existing_job(utils, conn, schema, LOCKED)
+    update_job(conn, schema, old.id, "updated_at = now() - interval '1 day'")
+    before = conn.execute("select now()").fetchone()[0]  # type: ignore[index]
+
+    utils.add_raw_job("send_invoice", {"v": "new"}, replacement(JobKeyMode.REPLACE))
+
+    assert job_row(conn, schema, old.id)["updated_at"] >= before
+
+
+# --------------------------------------------------------------------------------------------
+# PRESERVE_RUN_AT
+
+
+@BOTH_ENTRY_POINTS
+def test_preserve_run_at_keeps_the_run_at_of_a_pending_job(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    old = existing_job(utils, conn, schema, PENDING)
+
+    new = enqueue(
+        utils, via, "send_invoice", {"v": "new"}, replacement(JobKeyMode.PRESERVE_RUN_AT)
+    )
+
+    assert (new.id, new.revision) == (old.id, 1)
+    assert_has_new_values(new, run_at=T_OLD)
+    (row,) = job_rows(conn, schema)
+    assert row["run_at"] == T_OLD
+
+
+@BOTH_ENTRY_POINTS
+def test_preserve_run_at_keeps_the_run_at_when_no_new_run_at_is_given(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    old = existing_job(utils, conn, schema, PENDING)
+
+    new = enqueue(
+        utils, via, "send_invoice", {"v": "new"},
+        replacement(JobKeyMode.PRESERVE_RUN_AT, run_at=None),
+    )
+
+    assert (new.id, new.run_at) == (old.id, T_OLD)
+
+
+@BOTH_ENTRY_POINTS
+def test_preserve_run_at_takes_the_new_run_at_of_a_retrying_job(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    old = existing_job(utils, conn, schema, RETRYING)
+
+    new = enqueue(
+        utils, via, "send_invoice", {"v": "new"}, replacement(JobKeyMode.PRESERVE_RUN_AT)
+    )
+
+    # Only a job that has not been attempted keeps its run_at; a retrying one is replaced.
+    assert (new.id, new.revision) == (old.id, 1)
+    assert_has_new_values(new, run_at=T_NEW)
+    (row,) = job_rows(conn, schema)
+    assert (row["run_at"], row["attempts"], row["last_error"]) == (T_NEW, 0, None)
+
+
+def test_preserve_run_at_on_one_job_of_a_batch_applies_to_every_keyed_job(
+    utils: WorkerUtils, conn: Connection, schema: str
+) -> None:
+    first = utils.add_raw_job("a", {}, JobSpec(job_key="k1", run_at=T_OLD))
+    second = utils.add_raw_job("a", {}, JobSpec(job_key="k2", run_at=T_OLD))
+
+    jobs = utils.add_raw_jobs(
+        [
+            RawJobSpec("a", {"n": 1}, JobSpec(job_key="k1", run_at=T_NEW,
+                                              job_key_mode=JobKeyMode.REPLACE)),
+            RawJobSpec("a", {"n": 2}, JobSpec(job_key="k2", run_at=T_NEW,
+                                              job_key_mode=JobKeyMode.PRESERVE_RUN_AT)),
+            RawJobSpec("a", {"n": 3}, JobSpec(job_key="k3", run_at=T_NEW)),
+        ]
+    )
+
+    by_key = {job.key: job for job in jobs}
+    assert (by_key["k1"].id, by_key["k1"].run_at) == (first.id, T_OLD)
+    assert (by_key["k2"].id, by_key["k2"].run_at) == (second.id, T_OLD)
+    assert by_key["k3"].run_at == T_NEW  # a new job takes the run_at it was given
+    assert {row["key"]: row["run_at"] for row in job_rows(conn, schema)} == {
+        "k1": T_OLD, "k2": T_OLD, "k3": T_NEW,
+    }
+
+
+def test_a_batch_without_preserve_run_at_replaces_every_run_at(
+    utils: WorkerUtils, conn: Connection, schema: str
+) -> None:
+    utils.add_raw_job("a", {}, JobSpec(job_key="k1", run_at=T_OLD))
+    utils.add_raw_job("a", {}, JobSpec(job_key="k2", run_at=T_OLD))
+
+    utils.add_raw_jobs(
+        [
+            RawJobSpec("a", {}, JobSpec(job_key="k1", run_at=T_NEW,
+                                        job_key_mode=JobKeyMode.REPLACE)),
+            RawJobSpec("a", {}, JobSpec(job_key="k2", run_at=T_NEW)),
+        ]
+    )
+
+    assert {row["key"]: row["run_at"] for row in job_rows(conn, schema)} == {
+        "k1": T_NEW, "k2": T_NEW,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# UNSAFE_DEDUPE
+
+
+@pytest.mark.parametrize("state", [PENDING, RETRYING, LOCKED, PERMANENTLY_FAILED])
+def test_unsafe_dedupe_keeps_the_existing_job_whatever_its_state_and_bumps_its_revision(
+    utils: WorkerUtils, conn: Connection, schema: str, state: str
+) -> None:
+    old = existing_job(utils, conn, schema, state)
+    before = job_row(conn, schema, old.id)
+
+    new = utils.add_raw_job(
+        "send_invoice", {"v": "new"}, replacement(JobKeyMode.UNSAFE_DEDUPE)
+    )
+
+    assert new.id == old.id
+    assert new.revision == 1
+    assert new.payload == {"v": "old"}
+    assert new.run_at == T_OLD
+    assert (new.priority, new.max_attempts, new.flags) == (1, 5, ["old"])
+    assert new.attempts == before["attempts"]
+    assert new.last_error == before["last_error"]
+    assert new.locked_by == before["locked_by"]
+    assert new.key == KEY
+    (after,) = job_rows(conn, schema)
+    changed = {name for name in after if after[name] != before[name]}
+    assert changed == {"revision", "updated_at"}
+
+
+def test_unsafe_dedupe_inserts_a_job_when_none_has_the_key(
+    utils: WorkerUtils, conn: Connection, schema: str
+) -> None:
+    new = utils.add_raw_job("send_invoice", {"v": "new"}, replacement(JobKeyMode.UNSAFE_DEDUPE))
+
+    assert new.revision == 0
+    assert_has_new_values(new)
+    assert [row["id"] for row in job_rows(conn, schema)] == [new.id]
+
+
+def test_unsafe_dedupe_returns_the_existing_job_labelled_with_its_own_task_and_queue(
+    utils: WorkerUtils, conn: Connection, schema: str
+) -> None:
+    old = existing_job(utils, conn, schema, PENDING)
+
+    new = utils.add_raw_job(
+        "other_task", {}, JobSpec(job_key=KEY, queue_name="other_queue",
+                                  job_key_mode=JobKeyMode.UNSAFE_DEDUPE)
+    )
+
+    assert new.id == old.id
+    assert (new.task_identifier, new.queue_name) == ("send_invoice", "billing")
+
+
+# --------------------------------------------------------------------------------------------
+# Payload merging
+
+
+@BOTH_ENTRY_POINTS
+def test_replace_concatenates_array_payloads_old_elements_first(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    old = utils.add_raw_job("digest", [1, {"a": 2}], JobSpec(job_key=KEY))
+
+    new = enqueue(utils, via, "digest", [3, "x"], JobSpec(job_key=KEY))
+
+    assert new.id == old.id
+    assert new.payload == [1, {"a": 2}, 3, "x"]
+    assert job_row(conn, schema, old.id)["payload"] == [1, {"a": 2}, 3, "x"]
+
+
+@BOTH_ENTRY_POINTS
+def test_replace_merges_arrays_again_on_every_replace(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    utils.add_raw_job("digest", [1], JobSpec(job_key=KEY))
+
+    enqueue(utils, via, "digest", [2], JobSpec(job_key=KEY))
+    new = enqueue(utils, via, "digest", [3], JobSpec(job_key=KEY))
+
+    assert new.payload == [1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("old_payload", "new_payload"),
+    [({"a": 1}, [2]), ([1], {"b": 2}), ([1], "text"), ("text", [1])],
+    ids=["object-then-array", "array-then-object", "array-then-string", "string-then-array"],
+)
+@BOTH_ENTRY_POINTS
+def test_replace_takes_the_new_payload_unless_both_are_arrays(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str,
+    old_payload: Any, new_payload: Any,
+) -> None:
+    old = utils.add_raw_job("digest", old_payload, JobSpec(job_key=KEY))
+
+    new = enqueue(utils, via, "digest", new_payload, JobSpec(job_key=KEY))
+
+    assert new.payload == new_payload
+    assert job_row(conn, schema, old.id)["payload"] == new_payload
+
+
+def test_a_new_job_replacing_a_locked_one_does_not_inherit_its_array_payload(
+    utils: WorkerUtils, conn: Connection, schema: str
+) -> None:
+    old = utils.add_raw_job("digest", [1], JobSpec(job_key=KEY))
+    update_job(conn, schema, old.id, "locked_at = now(), locked_by = 'worker-1'")
+
+    new = utils.add_raw_job("digest", [2], JobSpec(job_key=KEY))
+
+    assert new.id != old.id
+    assert new.payload == [2]
+    assert job_row(conn, schema, old.id)["payload"] == [1]
+
+
+# --------------------------------------------------------------------------------------------
+# One key across task identifiers and queues
+
+
+@BOTH_ENTRY_POINTS
+def test_replace_moves_a_keyed_job_to_a_new_task_identifier_and_queue(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    old = utils.add_raw_job("task_a", {}, JobSpec(job_key=KEY, queue_name="queue_a"))
+
+    new = enqueue(utils, via, "task_b", {}, JobSpec(job_key=KEY, queue_name="queue_b"))
+
+    assert new.id == old.id
+    assert (new.task_identifier, new.queue_name) == ("task_b", "queue_b")
+    row = job_row(conn, schema, old.id)
+    assert (row["task_identifier"], row["queue_name"]) == ("task_b", "queue_b")
+    assert (new.task_id, new.job_queue_id) == (row["task_id"], row["job_queue_id"])
+
+
+@BOTH_ENTRY_POINTS
+def test_replace_moves_a_keyed_job_to_an_existing_task_identifier_and_queue(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    utils.add_raw_job("task_b", {}, JobSpec(queue_name="queue_b"))
+    old = utils.add_raw_job("task_a", {}, JobSpec(job_key=KEY, queue_name="queue_a"))
+
+    new = enqueue(utils, via, "task_b", {}, JobSpec(job_key=KEY, queue_name="queue_b"))
+
+    assert new.id == old.id
+    assert (new.task_identifier, new.queue_name) == ("task_b", "queue_b")
+    row = job_row(conn, schema, old.id)
+    assert (row["task_identifier"], row["queue_name"]) == ("task_b", "queue_b")
+
+
+@BOTH_ENTRY_POINTS
+def test_replace_without_a_queue_takes_the_job_out_of_its_queue(
+    utils: WorkerUtils, conn: Connection, schema: str, via: str
+) -> None:
+    old = utils.add_raw_job("task_a", {}, JobSpec(job_key=KEY, queue_name="queue_a"))
+
+    new = enqueue(utils, via, "task_a", {}, JobSpec(job_key=KEY))
+
+    assert new.id == old.id
+    assert (new.queue_name, new.job_queue_id) == (None, None)
+    assert job_row(conn, schema, old.id)["job_queue_id"] is None
+
+
+# --------------------------------------------------------------------------------------------
+# The job-key race: a worker locks the keyed job between add_jobs' detach step and its insert
+
+
+@dataclass
+class Outcome:
+    result: Any = None
+    error: BaseException | None = None
+
+
+def wait_until_blocked_by(monitor: Connection, blocker_pid: int) -> None:
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        (blocked,) = monitor.execute(
+            "select count(*) from pg_stat_activity where %s = any(pg_blocking_pids(pid))",
+            [blocker_pid],
+        ).fetchone()  # type: ignore[misc]
+        if blocked:
+            return
+        time.sleep(0.01)  # polling, not an assertion
+    raise AssertionError(f"no session waited on the row lock within {WAIT_SECONDS} s")
+
+
+def race_for_key(pg_dsn: str, schema: str, key: str, enqueue_call: Callable[[], Any]) -> Outcome:
+    """Run ``enqueue_call`` (in a thread) while a worker locks the job with ``key``.
+
+    A second session holds the keyed row with ``select … for update``; the enqueue, which sees
+    the job as available, skips the detach step and blocks in its insert on that row lock.
+    The second session then marks the job locked (as a worker does) and commits, so the
+    insert's conflict update finds a locked row and schedules nothing.
+    """
+    outcome = Outcome()
+
+    def run() -> None:
+        try:
+            outcome.result = enqueue_call()
+        except BaseException as error:  # handed to the test thread
+            outcome.error = error
+
+    thread = threading.Thread(target=run, name="enqueue-during-key-race", daemon=True)
+    locker = psycopg.connect(pg_dsn)
+    try:
+        with psycopg.connect(pg_dsn, autocommit=True) as monitor:
+            held = locker.execute(
+                sql.SQL("select id from {} where key = %s for update").format(
+                    table(schema, "_private_jobs")
+                ),
+                [key],
+            ).fetchall()
+            assert len(held) == 1, "the race needs an existing job with the key"
+            thread.start()
+            wait_until_blocked_by(monitor, locker.info.backend_pid)
+            locker.execute(
+                sql.SQL(
+                    "update {} set locked_at = now(), locked_by = 'racing-worker' where key = %s"
+                ).format(table(schema, "_private_jobs")),
+                [key],
+            )
+            locker.commit()
+    finally:
+        locker.rollback()  # releases the row if anything above failed, so the thread ends
+        locker.close()
+        if thread.ident is not None:
+            thread.join(WAIT_SECONDS)
+    assert not thread.is_alive(), "the enqueue did not finish after the row lock was released"
+    return outcome
+
+
+@pytest.fixture
+def caller_conn(pg_dsn: str, utils: WorkerUtils) -> Iterator[Connection]:
+    """A non-autocommit connection: the caller's own transaction."""
+    connection = psycopg.connect(pg_dsn)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def pool(pg_dsn: str, utils: WorkerUtils) -> Iterator[ConnectionPool[Any]]:
+    with ConnectionPool(pg_dsn, min_size=1, max_size=2, open=True) as connection_pool:
+        yield connection_pool
+
+
+def assert_rescheduled_after_the_race(conn: Connection, schema: str, old: Job, new: Job) -> None:
+    assert isinstance(new.id, int) and new.id != old.id
+    assert (new.key, new.revision, new.payload) == (KEY, 0, {"v": "new"})
+    rows = {row["id"]: row for row in job_rows(conn, schema)}
+    assert set(rows) == {old.id, new.id}
+    assert rows[old.id]["key"] is None
+    assert rows[old.id]["attempts"] == rows[old.id]["max_attempts"]
+    assert rows[old.id]["locked_by"] == "racing-worker"
+    assert rows[new.id]["key"] == KEY
+
+
+def test_add_raw_job_losing_the_key_race_in_a_callers_transaction_raises_job_key_race_error(
+    utils: WorkerUtils, conn: Connection, caller_conn: Connection, schema: str, pg_dsn: str
+) -> None:
+    old = existing_job(utils, conn, schema, PENDING)
+    in_transaction = utils.using(caller_conn)
+
+    outcome = race_for_key(
+        pg_dsn, schema, KEY,
+        lambda: in_transaction.add_raw_job("send_invoice", {"v": "new"}, replacement(None)),
+    )
+
+    assert outcome.result is None, f"expected JobKeyRaceError, got {outcome.result!r}"
+    assert isinstance(outcome.error, JobKeyRaceError), repr(outcome.error)
+    assert KEY in str(outcome.error)
+    caller_conn.rollback()
+    (row,) = job_rows(conn, schema)
+    assert (row["id"], row["key"], row["locked_by"]) == (old.id, KEY, "racing-worker")
+
+
+def test_add_raw_job_losing_the_key_race_on_an_autocommit_connection_is_retried(
+    utils: WorkerUtils, conn: Connection, schema: str, pg_dsn: str
+) -> None:
+    old = existing_job(utils, conn, schema, PENDING)
+
+    with psycopg.connect(pg_dsn, autocommit=True) as own_conn:
+        racing = WorkerUtils(own_conn, schema=schema)
+        outcome = race_for_key(
+            pg_dsn, schema, KEY,
+            lambda: racing.add_raw_job("send_invoice", {"v": "new"}, replacement(None)),
+        )
+
+    assert outcome.error is None, repr(outcome.error)
+    assert_rescheduled_after_the_race(conn, schema, old, outcome.result)
+
+
+def test_add_raw_job_losing_the_key_race_on_a_pool_is_retried(
+    utils: WorkerUtils, conn: Connection, pool: ConnectionPool[Any], schema: str, pg_dsn: str
+) -> None:
+    old = existing_job(utils, conn, schema, PENDING)
+    pooled = WorkerUtils(pool, schema=schema)
+
+    outcome = race_for_key(
+        pg_dsn, schema, KEY,
+        lambda: pooled.add_raw_job("send_invoice", {"v": "new"}, replacement(None)),
+    )
+
+    assert outcome.error is None, repr(outcome.error)
+    assert_rescheduled_after_the_race(conn, schema, old, outcome.result)
+
+
+def test_add_raw_jobs_losing_the_key_race_in_a_callers_transaction_raises_job_key_race_error(
+    utils: WorkerUtils, conn: Connection, caller_conn: Connection, schema: str, pg_dsn: str
+) -> None:
+    old = existing_job(utils, conn, schema, PENDING)
+    in_transaction = utils.using(caller_conn)
+    batch = [
+        RawJobSpec("send_invoice", {"v": "new"}, replacement(None)),
+        RawJobSpec("unkeyed", {"v": "other"}),
+    ]
+
+    outcome = race_for_key(pg_dsn, schema, KEY, lambda: in_transaction.add_raw_jobs(batch))
+
+    assert outcome.result is None, f"expected JobKeyRaceError, got {outcome.result!r}"
+    assert isinstance(outcome.error, JobKeyRaceError), repr(outcome.error)
+    assert isinstance(outcome.error.__cause__, psycopg.Error)
+    caller_conn.rollback()
+    assert [row["id"] for row in job_rows(conn, schema)] == [old.id]
+
+
+def test_add_raw_jobs_losing_the_key_race_with_autocommit_writes_nothing_then_retries(
+    utils: WorkerUtils, conn: Connection, schema: str, pg_dsn: str
+) -> None:
+    old = existing_job(utils, conn, schema, PENDING)
+    batch = [
+        RawJobSpec("send_invoice", {"v": "new"}, replacement(None)),
+        RawJobSpec("unkeyed", {"v": "other"}),
+    ]
+
+    with psycopg.connect(pg_dsn, autocommit=True) as own_conn:
+        racing = WorkerUtils(own_conn, schema=schema)
+        outcome = race_for_key(pg_dsn, schema, KEY, lambda: racing.add_raw_jobs(batch))
+
+    assert outcome.error is None, repr(outcome.error)
+    by_key = {job.key: job for job in outcome.result}
+    assert set(by_key) == {KEY, None}
+    # The lost attempt failed as a whole: the unkeyed job exists once, not twice.
+    assert [row["payload"] for row in job_rows(conn, schema)].count({"v": "other"}) == 1
+    rows = {row["id"]: row for row in job_rows(conn, schema)}
+    assert set(rows) == {old.id, by_key[KEY].id, by_key[None].id}
+    assert (rows[old.id]["key"], rows[old.id]["locked_by"]) == (None, "racing-worker")
+    assert rows[old.id]["attempts"] == rows[old.id]["max_attempts"]
+    assert rows[by_key[KEY].id]["payload"] == {"v": "new"}
+
+
+def test_add_raw_jobs_losing_the_key_race_on_a_pool_is_retried(
+    utils: WorkerUtils, conn: Connection, pool: ConnectionPool[Any], schema: str, pg_dsn: str
+) -> None:
+    old = existing_job(utils, conn, schema, PENDING)
+    pooled = WorkerUtils(pool, schema=schema)
+
+    outcome = race_for_key(
+        pg_dsn, schema, KEY,
+        lambda: pooled.add_raw_jobs(
+            [RawJobSpec("send_invoice", {"v": "new"}, replacement(None))]
+        ),
+    )
+
+    assert outcome.error is None, repr(outcome.error)
+    (new,) = outcome.result
+    assert_rescheduled_after_the_race(conn, schema, old, new)
+
+
+# --------------------------------------------------------------------------------------------
+# What the database refuses about keys is refused before it is asked
+
+
+def test_two_specs_with_the_same_key_in_a_batch_are_refused_before_any_sql(
+    utils: WorkerUtils, conn: Connection, schema: str
+) -> None:
+    with pytest.raises(InvalidJobSpec, match="job_key") as raised:
+        utils.add_raw_jobs(
+            [RawJobSpec("a", {}, JobSpec(job_key=KEY)), RawJobSpec("b", {}, JobSpec(job_key=KEY))]
+        )
+
+    assert not isinstance(raised.value, DatabaseError)
+    assert "jobs[1]" in str(raised.value)
+    assert job_rows(conn, schema) == []
