@@ -12,39 +12,84 @@ Example::
     # the user and the job are committed together, or neither is
 """
 
-from ._client import KEY_RACE_ATTEMPTS, WorkerUtils
-from ._errors import (
-    ConnectionStateError,
-    DatabaseError,
-    GraphileWorkerError,
-    IncompatibleSchemaError,
-    InvalidJobSpec,
-    InvalidSchemaName,
-    JobKeyRaceError,
-    JobScheduleFailed,
-    JobScheduleSkipped,
-    MigrationError,
-    SchemaTooOldError,
-    UnsupportedServerError,
-)
-from ._hooks import BeforeScheduleHook, Continue, Fail, HookResult, Skip
-from ._migrations import (
-    BREAKING_REVISIONS,
-    LATEST_REVISION,
-    MigrationReport,
-    SchemaState,
-    SchemaStatus,
-)
-from ._payload import dumps as dumps_payload
-from ._types import (
-    CleanupTask,
-    Job,
-    JobKeyMode,
-    JobSpec,
-    RawJobSpec,
-    RescheduleOptions,
-    Task,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._client import KEY_RACE_ATTEMPTS, WorkerUtils
+    from ._errors import (
+        ConnectionStateError,
+        DatabaseError,
+        GraphileWorkerError,
+        IncompatibleSchemaError,
+        InvalidJobSpec,
+        InvalidSchemaName,
+        JobKeyRaceError,
+        JobScheduleFailed,
+        JobScheduleSkipped,
+        MigrationError,
+        SchemaTooOldError,
+        UnsupportedServerError,
+    )
+    from ._hooks import BeforeScheduleHook, Continue, Fail, HookResult, Skip
+    from ._migrations import (
+        BREAKING_REVISIONS,
+        LATEST_REVISION,
+        MigrationReport,
+        SchemaState,
+        SchemaStatus,
+    )
+    from ._payload import dumps as dumps_payload
+    from ._types import (
+        CleanupTask,
+        Job,
+        JobKeyMode,
+        JobSpec,
+        RawJobSpec,
+        RescheduleOptions,
+        Task,
+    )
+
+# Public names and the private module each lives in. They are imported on first access
+# (PEP 562), so that `import graphile_worker_utils` -- and the command line's --help -- does
+# not pay for psycopg, psycopg_pool and attrs before they are needed.
+_LOCATIONS = {
+    "KEY_RACE_ATTEMPTS": "_client",
+    "WorkerUtils": "_client",
+    "ConnectionStateError": "_errors",
+    "DatabaseError": "_errors",
+    "GraphileWorkerError": "_errors",
+    "IncompatibleSchemaError": "_errors",
+    "InvalidJobSpec": "_errors",
+    "InvalidSchemaName": "_errors",
+    "JobKeyRaceError": "_errors",
+    "JobScheduleFailed": "_errors",
+    "JobScheduleSkipped": "_errors",
+    "MigrationError": "_errors",
+    "SchemaTooOldError": "_errors",
+    "UnsupportedServerError": "_errors",
+    "BeforeScheduleHook": "_hooks",
+    "Continue": "_hooks",
+    "Fail": "_hooks",
+    "HookResult": "_hooks",
+    "Skip": "_hooks",
+    "BREAKING_REVISIONS": "_migrations",
+    "LATEST_REVISION": "_migrations",
+    "MigrationReport": "_migrations",
+    "SchemaState": "_migrations",
+    "SchemaStatus": "_migrations",
+    "dumps_payload": "_payload",
+    "CleanupTask": "_types",
+    "Job": "_types",
+    "JobKeyMode": "_types",
+    "JobSpec": "_types",
+    "RawJobSpec": "_types",
+    "RescheduleOptions": "_types",
+    "Task": "_types",
+}
+_RENAMED = {"dumps_payload": "dumps"}
 
 __all__ = [
     "BREAKING_REVISIONS",
@@ -80,3 +125,16 @@ __all__ = [
     "WorkerUtils",
     "dumps_payload",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LOCATIONS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), _RENAMED.get(name, name))
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

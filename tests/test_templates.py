@@ -131,6 +131,9 @@ def test_import_does_not_build_jinja_or_read_templates() -> None:
     code = (
         "import sys, graphile_worker_utils\n"
         "assert 'jinja2' not in sys.modules, 'jinja2 imported at import time'\n"
+        "assert 'psycopg' not in sys.modules, 'psycopg imported at import time'\n"
+        "from graphile_worker_utils import WorkerUtils, JobSpec, dumps_payload\n"
+        "assert 'jinja2' not in sys.modules, 'jinja2 imported before first use'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
