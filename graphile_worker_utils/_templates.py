@@ -96,7 +96,7 @@ class TemplateCatalog:
     def __init__(self, directory: Path | None = None) -> None:
         self._directory = directory
         self._environment: jinja2.Environment | None = None
-        self._cache: dict[tuple[str, str, tuple[tuple[str, Any], ...]], bytes] = {}
+        self._cache: dict[tuple[Any, ...], bytes] = {}
         self._lock = threading.Lock()
 
     @property
@@ -139,7 +139,7 @@ class TemplateCatalog:
         ``clauses`` switch optional parts of a template on or off (``{% if … %}``); they are
         never interpolated into the text.
         """
-        key = (operation, schema, tuple(sorted(clauses.items())))
+        key = (operation, schema, *sorted(clauses.items())) if clauses else (operation, schema)
         text = self._cache.get(key)
         if text is None:
             template = self._env().get_template(f"{operation}.sql.j2")
