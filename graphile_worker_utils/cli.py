@@ -1429,11 +1429,15 @@ def classify(error: BaseException, masker: Masker) -> CliError:
     )
 
 
-def _configure_diagnostics(ctx: Context) -> None:
+@contextmanager
+def _diagnostics(ctx: Context) -> Iterator[None]:
+    """Library log records (with --debug) and warnings as one-line messages on stderr; the
+    previous configuration is restored afterwards (main() may run in a host process)."""
     import logging
     import warnings
 
     logger = logging.getLogger("graphile_worker_utils")
+    previous_propagate, previous_level = logger.propagate, logger.level
     logger.propagate = False
     if ctx.debug:
         handler: logging.Handler = logging.StreamHandler(ctx.stderr)
@@ -1454,7 +1458,15 @@ def _configure_diagnostics(ctx: Context) -> None:
     ) -> None:
         ctx.note(f"{PROG}: warning: {one_line(str(message))}")
 
+    previous_show = warnings.showwarning
     warnings.showwarning = show_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous_show
+        logger.removeHandler(handler)
+        logger.propagate = previous_propagate
+        logger.setLevel(previous_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1469,9 +1481,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as done:  # --help
         return done.code if isinstance(done.code, int) else 0
     ctx = Context(args, masker)
-    _configure_diagnostics(ctx)
     try:
-        return int(COMMANDS[args.command](ctx))
+        with _diagnostics(ctx):
+            return int(COMMANDS[args.command](ctx))
     except BaseException as error:
         if isinstance(error, SystemExit):
             raise
