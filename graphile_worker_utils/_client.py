@@ -17,7 +17,7 @@ from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg.adapt import Buffer, Loader
 from psycopg.types.json import JsonbBinaryLoader
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import _migrations
 from ._errors import (
@@ -248,14 +248,16 @@ class WorkerUtils:
         use_local_time: bool = False,
         hooks: Sequence[BeforeScheduleHook] = (),
         json_dumps: JsonDumps | None = None,
+        wait_timeout: float = 10.0,
         **connect_kwargs: Any,
     ) -> WorkerUtils:
         """Open an instance that owns a connection pool, for scripts and cron jobs.
 
         ``conninfo`` is a libpq connection string or URI (empty: the ``PG*`` environment
         variables); ``connect_kwargs`` go to each connection (for example
-        ``prepare_threshold=None`` behind PgBouncer). Close it with :meth:`close` or a
-        ``with`` block::
+        ``prepare_threshold=None`` behind PgBouncer). It waits up to ``wait_timeout`` seconds
+        for the first connection and raises :class:`DatabaseError` if none opens. Close it with
+        :meth:`close` or a ``with`` block::
 
             with WorkerUtils.connect("postgresql://app@db/app") as utils:
                 utils.cleanup([CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS])
@@ -279,6 +281,14 @@ class WorkerUtils:
                 hooks=hooks,
                 json_dumps=json_dumps,
             )
+            # Fail here, clearly, rather than at the first operation after a long wait.
+            pool.wait(timeout=wait_timeout)
+        except PoolTimeout as error:
+            pool.close()
+            raise DatabaseError(
+                f"could not open a connection to the database within {wait_timeout:g} s"
+                " (is the server reachable, and are the credentials right?)"
+            ) from error
         except BaseException:
             pool.close()
             raise
@@ -331,19 +341,25 @@ class WorkerUtils:
         """The connection to use, and whether the library owns its transaction."""
         target = self._target
         if isinstance(target, ConnectionPool):
-            with target.connection() as conn:
-                if not single_statement or conn.autocommit:
-                    yield conn, True
-                    return
-                # One statement is its own transaction: in autocommit it costs one round trip
-                # instead of three (BEGIN, the statement, COMMIT). The pool's setting is put
-                # back before the connection returns to it.
-                conn.autocommit = True
-                try:
-                    yield conn, True
-                finally:
-                    with suppress(psycopg.Error):
-                        conn.autocommit = False
+            try:
+                with target.connection() as conn:
+                    if not single_statement or conn.autocommit:
+                        yield conn, True
+                        return
+                    # One statement is its own transaction: in autocommit it costs one round
+                    # trip instead of three (BEGIN, the statement, COMMIT). The pool's setting
+                    # is put back before the connection returns to it.
+                    conn.autocommit = True
+                    try:
+                        yield conn, True
+                    finally:
+                        with suppress(psycopg.Error):
+                            conn.autocommit = False
+            except PoolTimeout as error:  # raised by target.connection(): our work uses no pool
+                raise DatabaseError(
+                    f"no connection from the pool {target.name!r} within {target.timeout:g} s"
+                    f" (is the database reachable?): {error}"
+                ) from error
             return
         if target.closed:
             raise ConnectionStateError("the connection is closed")
