@@ -57,6 +57,7 @@ _Self = TypeVar("_Self", bound="WorkerUtils")
 #: library owns the transaction.
 KEY_RACE_ATTEMPTS = 3
 _KEY_RACE_MARKER = "graphile_worker_utils: job key race"
+_FETCH_SLICE = 2000
 
 _UTC = dt.timezone.utc
 _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=_UTC)
@@ -563,28 +564,30 @@ class WorkerUtils:
                 "{}" if payload is None
                 else encode_payload(payload, json_dumps, f"jobs[{index}].payload")
             )
+        count = len(elements)
+        document = dumps(elements)
+        del elements, spec_fields  # only the document travels; let large batches shrink
         params = {
-            "specs": dumps(elements),
+            "specs": document,
             "payloads": payloads,
             "preserve_run_at": preserve_run_at,
-            "count": len(elements),
+            "count": count,
         }
         query = catalog.render("add_jobs", self._schema)
-        logger.debug("add_jobs: %d jobs on schema %r", len(elements), self._schema)
+        logger.debug("add_jobs: %d jobs on schema %r", count, self._schema)
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
             with self._connection(single_statement=True) as (conn, owned):
                 try:
                     with _cursor(conn) as cur:
                         cur.execute(query, params, binary=True)
-                        rows = cur.fetchall()
-                        return self._label(cur, rows, identifiers, queue_names)
+                        return self._label(cur, identifiers, queue_names)
                 except psycopg.errors.InvalidTextRepresentation as error:
                     if _KEY_RACE_MARKER not in str(error):
                         raise self._database_error("add_jobs", error) from error
                     if not owned or attempt == KEY_RACE_ATTEMPTS:
                         raise JobKeyRaceError(
                             f"add_jobs: a worker locked the existing job of one of the"
-                            f" {len(elements)} keyed specs while it was being replaced; the"
+                            f" {count} keyed specs while it was being replaced; the"
                             " statement failed and wrote nothing; retry the call"
                             + ("" if owned else " in a new transaction")
                         ) from error
@@ -597,45 +600,58 @@ class WorkerUtils:
     def _label(
         self,
         cur: psycopg.Cursor[tuple[Any, ...]],
-        rows: list[tuple[Any, ...]],
         identifiers: set[str],
         queue_names: set[str],
     ) -> list[Job]:
-        """Jobs from add_jobs rows, naming tasks and queues that the call itself created."""
+        """Jobs from the add_jobs result, naming tasks and queues the call itself created."""
+        jobs: list[Job] = []
+        unnamed: list[int] = []  # positions of jobs the statement's join could not name
         task_names: dict[int, str] = {}
         queue_by_id: dict[int, str] = {}
-        missing_tasks: set[int] = set()
-        missing_queues: set[int] = set()
-        for row in rows:
-            if row[16] is None:
-                missing_tasks.add(row[1])
-            else:
-                task_names[row[1]] = row[16]
-            if row[2] is not None:
-                if row[17] is None:
-                    missing_queues.add(row[2])
+        # Rows are turned into jobs a slice at a time, so that a large batch never holds
+        # every row tuple beside every job.
+        while rows := cur.fetchmany(_FETCH_SLICE):
+            for row in rows:
+                task_name, queue_name = row[16], row[17]
+                if task_name is None or (queue_name is None and row[2] is not None):
+                    unnamed.append(len(jobs))
                 else:
-                    queue_by_id[row[2]] = row[17]
+                    task_names[row[1]] = task_name
+                    if queue_name is not None:
+                        queue_by_id[row[2]] = queue_name
+                jobs.append(_job(row, task_name, queue_name))
+        if not unnamed:
+            return jobs
+        missing_tasks = {jobs[i].task_id for i in unnamed} - task_names.keys()
+        missing_queues: set[int] = set()
+        for i in unnamed:
+            queue_id = jobs[i].job_queue_id
+            if queue_id is not None and queue_id not in queue_by_id:
+                missing_queues.add(queue_id)
+        # Every spec made a row, so the names no row resolved are exactly the ones this call
+        # created; one new name needs no lookup, several do (by id, after the fact).
+        new_tasks = identifiers - set(task_names.values())
+        new_queues = queue_names - set(queue_by_id.values())
+        if len(missing_tasks) == len(new_tasks) == 1:
+            task_names[missing_tasks.pop()] = new_tasks.pop()
+        if len(missing_queues) == len(new_queues) == 1:
+            queue_by_id[missing_queues.pop()] = new_queues.pop()
         if missing_tasks or missing_queues:
-            # Every spec made a row, so the names no row resolved are exactly the ones this
-            # call created; one new name needs no lookup, several do (by id, after the fact).
-            new_tasks = identifiers - set(task_names.values())
-            new_queues = queue_names - set(queue_by_id.values())
-            if len(missing_tasks) == len(new_tasks) == 1:
-                task_names[missing_tasks.pop()] = new_tasks.pop()
-            if len(missing_queues) == len(new_queues) == 1:
-                queue_by_id[missing_queues.pop()] = new_queues.pop()
-            if missing_tasks or missing_queues:
-                cur.execute(
-                    catalog.render("job_names", self._schema),
-                    {"task_ids": sorted(missing_tasks), "queue_ids": sorted(missing_queues)},
-                )
-                for is_queue, name_id, name in cur.fetchall():
-                    (queue_by_id if is_queue else task_names)[name_id] = name
-        return [
-            _job(row, task_names[row[1]], None if row[2] is None else queue_by_id[row[2]])
-            for row in rows
-        ]
+            cur.execute(
+                catalog.render("job_names", self._schema),
+                {"task_ids": sorted(missing_tasks), "queue_ids": sorted(missing_queues)},
+            )
+            for is_queue, name_id, name in cur.fetchall():
+                (queue_by_id if is_queue else task_names)[name_id] = name
+        for i in unnamed:
+            job = jobs[i]
+            queue_id = job.job_queue_id
+            jobs[i] = attrs.evolve(
+                job,
+                task_identifier=task_names[job.task_id],
+                queue_name=None if queue_id is None else queue_by_id[queue_id],
+            )
+        return jobs
 
     # -- maintenance ----------------------------------------------------------------------
 
