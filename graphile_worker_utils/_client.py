@@ -29,7 +29,7 @@ from ._errors import (
 )
 from ._hooks import BeforeScheduleHook, current_trace, run_hooks, with_trace
 from ._migrations import MigrationReport, SchemaStatus
-from ._payload import JsonDumps, dumps, encode_payload
+from ._payload import JsonDumps, dumps, encode_payload, encode_payloads
 from ._templates import catalog, validate_schema_name
 from ._transactions import atomic
 from ._types import (
@@ -523,7 +523,7 @@ class WorkerUtils:
         keys: dict[str, int] = {}
         spec_fields: dict[int, dict[str, Any]] = {}
         elements: list[dict[str, Any]] = []
-        payloads: list[str] = []
+        payloads: list[Any] = []
         identifiers = set()
         queue_names = set()
         for index, job in enumerate(jobs):
@@ -559,20 +559,16 @@ class WorkerUtils:
             if fields is None:
                 fields = spec_fields[id(spec)] = _spec_fields(spec, now)
             elements.append({"identifier": job.identifier, **fields})
-            payloads.append(
-                # No payload is the database's default, an empty object.
-                "{}" if payload is None
-                else encode_payload(payload, json_dumps, f"jobs[{index}].payload")
-            )
+            # No payload is the database's default, an empty object.
+            payloads.append({} if payload is None else payload)
         count = len(elements)
-        document = dumps(elements)
-        del elements, spec_fields  # only the document travels; let large batches shrink
         params = {
-            "specs": document,
-            "payloads": payloads,
+            "specs": dumps(elements),
+            "payloads": encode_payloads(payloads, json_dumps),
             "preserve_run_at": preserve_run_at,
             "count": count,
         }
+        del elements, payloads, spec_fields  # only the documents travel on
         query = catalog.render("add_jobs", self._schema)
         logger.debug("add_jobs: %d jobs on schema %r", count, self._schema)
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):

@@ -120,3 +120,22 @@ def encode_payload(value: Any, json_dumps: JsonDumps | None, field: str = "paylo
         )
     return text
 
+
+
+def encode_payloads(payloads: list[Any], json_dumps: JsonDumps | None) -> str:
+    """Encode a batch's payloads as one JSON array: one pass of the C encoder.
+
+    A payload that cannot be encoded is reported by its index (``jobs[i].payload``).
+    """
+    if json_dumps is not None:
+        texts = (
+            encode_payload(payload, json_dumps, f"jobs[{index}].payload")
+            for index, payload in enumerate(payloads)
+        )
+        return "[" + ",".join(texts) + "]"
+    try:
+        return dumps(payloads)
+    except (InvalidJobSpec, ValueError, TypeError, RecursionError) as error:
+        for index, payload in enumerate(payloads):
+            encode_payload(payload, None, f"jobs[{index}].payload")
+        raise InvalidJobSpec(f"payloads: cannot be encoded as JSON: {error}") from error
