@@ -125,14 +125,24 @@ def timed(action: Callable[[], Any]) -> float:
     return time.perf_counter() - started
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
+def interleaved(
+    rounds: int, reset: Callable[[], None], contenders: list[Callable[[], float]]
+) -> list[float]:
+    """The median time of each contender over ``rounds``, the order rotating every round so
+    that no contender always runs first (or right after a checkpoint)."""
+    times: list[list[float]] = [[] for _ in contenders]
+    for round_ in range(rounds):
+        for offset in range(len(contenders)):
+            index = (round_ + offset) % len(contenders)
+            reset()
+            times[index].append(contenders[index]())
+    return [statistics.median(values) for values in times]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dsn", help="PostgreSQL to use (default: the tests' rules)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median)")
     args = parser.parse_args()
 
     with database(args.dsn) as dsn:
@@ -173,15 +183,11 @@ def run(dsn: str, rounds: int) -> None:
                 [RawJobSpec(IDENTIFIER, payload(i)) for i in range(start, start + batch)]
                 for start in range(0, TOTAL, batch)
             ]
-            ours, theirs, ceiling = [], [], []
-            for _ in range(rounds):
-                reset()
-                ours.append(timed(lambda: [utils.add_raw_jobs(b) for b in batches]))  # noqa: B023
-                reset()
-                theirs.append(peer.ask(op="addJobs", batch=batch, total=TOTAL))
-                reset()
-                ceiling.append(timed(lambda: server_side(batch)))  # noqa: B023
-            o, t, c = median(ours), median(theirs), median(ceiling)
+            o, t, c = interleaved(rounds, reset, [
+                lambda: timed(lambda: [utils.add_raw_jobs(b) for b in batches]),  # noqa: B023
+                lambda: peer.ask(op="addJobs", batch=batch, total=TOTAL),  # noqa: B023
+                lambda: timed(lambda: server_side(batch)),  # noqa: B023
+            ])
             rows.append((
                 f"add_raw_jobs, batch {batch:,} ({TOTAL:,} jobs)",
                 f"{TOTAL / o:,.0f} jobs/s",
@@ -212,13 +218,9 @@ def run(dsn: str, rounds: int) -> None:
                     cur.execute(query, {**params, "payload": text}, prepare=True, binary=True)
                     cur.fetchone()
 
-        ours, bare = [], []
-        for _ in range(rounds):
-            reset()
-            ours.append(timed(ours_single))
-            reset()
-            bare.append(timed(bare_single))
-        o, b = median(ours), median(bare)
+        o, b = interleaved(
+            rounds, reset, [lambda: timed(ours_single), lambda: timed(bare_single)]
+        )
         rows.append((
             f"add_raw_job x{count:,} in one transaction",
             f"{o / count * 1e6:,.0f} us/job",
@@ -230,14 +232,11 @@ def run(dsn: str, rounds: int) -> None:
         count = 1_000
         with ConnectionPool(dsn, min_size=1, max_size=1) as pool:
             pooled = WorkerUtils(pool, schema=schema)
-            ours, theirs = [], []
-            for _ in range(rounds):
-                reset()
-                ours.append(timed(lambda: [pooled.add_raw_job(IDENTIFIER, p)
-                                           for p in payloads[:count]]))
-                reset()
-                theirs.append(peer.ask(op="addJob", count=count))
-        o, t = median(ours), median(theirs)
+            o, t = interleaved(rounds, reset, [
+                lambda: timed(lambda: [pooled.add_raw_job(IDENTIFIER, p)
+                                       for p in payloads[:count]]),
+                lambda: peer.ask(op="addJob", count=count),
+            ])
         rows.append((
             f"add_raw_job x{count:,} from a pool (each commits)",
             f"{o / count * 1e6:,.0f} us/job",
