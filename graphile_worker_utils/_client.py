@@ -204,8 +204,9 @@ class WorkerUtils:
         schema: graphile-worker's schema (``graphile_worker``); quoted, never pasted.
         use_local_time: fill an unset ``run_at`` with this process's UTC clock (one value per
             batch) instead of the database's ``now()``.
-        hooks: before-schedule hooks (:mod:`graphile_worker_utils.hooks`), run in order on
-            every job before any SQL.
+        hooks: before-schedule hooks, ``hook(identifier, payload, spec)`` returning
+            :class:`Continue`, :class:`Skip` or :class:`Fail`; run in order on every job
+            before any SQL.
         json_dumps: encode payloads with this function (returning ``str``) instead of the
             library's encoder.
     """
