@@ -6,8 +6,8 @@ import dataclasses
 import datetime as dt
 import logging
 import struct
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext, suppress
 from types import TracebackType
 from typing import Any, TypeVar, Union
 
@@ -58,6 +58,8 @@ _Self = TypeVar("_Self", bound="WorkerUtils")
 KEY_RACE_ATTEMPTS = 3
 _KEY_RACE_MARKER = "graphile_worker_utils: job key race"
 _FETCH_SLICE = 2000
+#: The most jobs :meth:`WorkerUtils.add_raw_jobs` sends in one statement.
+BATCH_SLICE = 10_000
 
 _UTC = dt.timezone.utc
 _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=_UTC)
@@ -112,11 +114,19 @@ def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
     return cur
 
 
-def _job(row: tuple[Any, ...], task_identifier: str, queue_name: str | None) -> Job:
+def _job(
+    row: tuple[Any, ...],
+    task_identifier: str,
+    queue_name: str | None,
+    same: Callable[[dt.datetime, dt.datetime], dt.datetime] | None = None,
+) -> Job:
     (
         id_, task_id, job_queue_id, payload_json, priority, run_at, attempts, max_attempts,
         last_error, created_at, updated_at, key, locked_at, locked_by, revision, flags, _, _,
     ) = row
+    if same is not None:
+        run_at, created_at = same(run_at, run_at), same(created_at, created_at)
+        updated_at = same(updated_at, updated_at)
     return Job(
         id_, task_identifier, queue_name, payload_json, priority, run_at, attempts, max_attempts,
         last_error, created_at, updated_at, key, locked_at, locked_by, revision,
@@ -525,8 +535,6 @@ class WorkerUtils:
         spec_fields: dict[int, dict[str, Any]] = {}
         elements: list[dict[str, Any]] = []
         payloads: list[Any] = []
-        identifiers = set()
-        queue_names = set()
         for index, job in enumerate(jobs):
             if not isinstance(job, RawJobSpec):
                 raise InvalidJobSpec(
@@ -552,9 +560,6 @@ class WorkerUtils:
             payload = with_trace(job.payload, trace)
             if hooks:
                 payload = run_hooks(hooks, job.identifier, payload, spec)
-            identifiers.add(job.identifier)
-            if spec.queue_name is not None:
-                queue_names.add(spec.queue_name)
             # Specs are often shared between jobs: their fields are worked out once.
             fields = spec_fields.get(id(spec))
             if fields is None:
@@ -563,21 +568,38 @@ class WorkerUtils:
             # No payload is the database's default, an empty object.
             payloads.append({} if payload is None else payload)
         count = len(elements)
-        params = {
-            "specs": dumps(elements),
-            "payloads": encode_payloads(payloads, json_dumps),
-            "preserve_run_at": preserve_run_at,
-            "count": count,
-        }
+        # Up to BATCH_SLICE jobs go in one statement. A larger batch is sent a slice at a
+        # time inside one transaction (still all or nothing), so that neither side ever holds
+        # the whole result twice: its memory stays near the size of the jobs returned.
+        slices = []
+        for start in range(0, count, BATCH_SLICE):
+            stop = min(start + BATCH_SLICE, count)
+            slices.append((
+                {
+                    "specs": dumps(elements[start:stop]),
+                    "payloads": encode_payloads(payloads[start:stop], json_dumps, start),
+                    "preserve_run_at": preserve_run_at,
+                    "count": stop - start,
+                },
+                {element["identifier"] for element in elements[start:stop]},
+                {e["queue_name"] for e in elements[start:stop] if "queue_name" in e},
+            ))
         del elements, payloads, spec_fields  # only the documents travel on
         query = catalog.render("add_jobs", self._schema)
         logger.debug("add_jobs: %d jobs on schema %r", count, self._schema)
+        single = len(slices) == 1
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
-            with self._connection(single_statement=True) as (conn, owned):
+            with self._connection(single_statement=single) as (conn, owned):
                 try:
-                    with _cursor(conn) as cur:
-                        cur.execute(query, params, binary=True)
-                        return self._label(cur, identifiers, queue_names)
+                    with (
+                        nullcontext() if single else atomic(conn, owned=owned),
+                        _cursor(conn) as cur,
+                    ):
+                        result: list[Job] = []
+                        for params, identifiers, queue_names in slices:
+                            cur.execute(query, params, binary=True)
+                            result.extend(self._label(cur, identifiers, queue_names))
+                        return result
                 except psycopg.errors.InvalidTextRepresentation as error:
                     if _KEY_RACE_MARKER not in str(error):
                         raise self._database_error("add_jobs", error) from error
@@ -603,6 +625,10 @@ class WorkerUtils:
         """Jobs from the add_jobs result, naming tasks and queues the call itself created."""
         jobs: list[Job] = []
         unnamed: list[int] = []  # positions of jobs the statement's join could not name
+        # The jobs of one statement mostly share their timestamps (now() of the transaction):
+        # one datetime object each instead of three per job.
+        instants: dict[dt.datetime, dt.datetime] = {}
+        same = instants.setdefault
         task_names: dict[int, str] = {}
         queue_by_id: dict[int, str] = {}
         # Rows are turned into jobs a slice at a time, so that a large batch never holds
@@ -616,7 +642,7 @@ class WorkerUtils:
                     task_names[row[1]] = task_name
                     if queue_name is not None:
                         queue_by_id[row[2]] = queue_name
-                jobs.append(_job(row, task_name, queue_name))
+                jobs.append(_job(row, task_name, queue_name, same))
         if not unnamed:
             return jobs
         missing_tasks = {jobs[i].task_id for i in unnamed} - task_names.keys()

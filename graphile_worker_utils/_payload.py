@@ -122,14 +122,15 @@ def encode_payload(value: Any, json_dumps: JsonDumps | None, field: str = "paylo
 
 
 
-def encode_payloads(payloads: list[Any], json_dumps: JsonDumps | None) -> str:
+def encode_payloads(payloads: list[Any], json_dumps: JsonDumps | None, offset: int = 0) -> str:
     """Encode a batch's payloads as one JSON array: one pass of the C encoder.
 
-    A payload that cannot be encoded is reported by its index (``jobs[i].payload``).
+    A payload that cannot be encoded is reported by its index in the batch
+    (``jobs[offset + i].payload``).
     """
     if json_dumps is not None:
         texts = (
-            encode_payload(payload, json_dumps, f"jobs[{index}].payload")
+            encode_payload(payload, json_dumps, f"jobs[{offset + index}].payload")
             for index, payload in enumerate(payloads)
         )
         return "[" + ",".join(texts) + "]"
@@ -137,5 +138,5 @@ def encode_payloads(payloads: list[Any], json_dumps: JsonDumps | None) -> str:
         return dumps(payloads)
     except (InvalidJobSpec, ValueError, TypeError, RecursionError) as error:
         for index, payload in enumerate(payloads):
-            encode_payload(payload, None, f"jobs[{index}].payload")
+            encode_payload(payload, None, f"jobs[{offset + index}].payload")
         raise InvalidJobSpec(f"payloads: cannot be encoded as JSON: {error}") from error
