@@ -9,6 +9,11 @@ PostgreSQL is found in this order (the first that answers wins):
 
 Every schema and database a test gets is named ``gwu_<session token>_<random>`` and dropped at
 teardown, even when the test fails; the session ends with a check that none is left.
+
+With ``GRAPHILE_WORKER_TEST_PGBOUNCER=1`` the session also starts a private PgBouncer in
+transaction pooling mode in front of that server (``tests/_pgbouncer.py``): ``pg_dsn`` and
+``conn`` then go through it, with ``prepare_threshold=None``, while the fixtures' own admin work
+(creating and dropping databases and schemas, catalog snapshots) still goes to the server.
 """
 
 from __future__ import annotations
@@ -36,6 +41,15 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests._catalog import snapshot
+from tests._pgbouncer import (
+    PGBOUNCER_ENV,
+    PgBouncer,
+    find_pgbouncer,
+    pgbouncer_requested,
+    prepared_statements_off_towards,
+    running_pgbouncer,
+    why_not_through_pgbouncer,
+)
 
 DSN_ENV = "GRAPHILE_WORKER_TEST_DSN"
 POSTGRES_IMAGE = "postgres:16"
@@ -56,6 +70,9 @@ GRAPHILE_WORKER_PACKAGES: Mapping[str, str] = {
 }
 GRAPHILE_WORKER_REVISIONS: Mapping[str, int] = {"0.16.6": 18, "0.17.3": 19, "0.18.0": 20}
 LATEST_GRAPHILE_WORKER = "0.18.0"
+
+
+_LEFT_OUT_KEY = pytest.StashKey[list[str]]()
 
 
 def unique_name(kind: str = "") -> str:
@@ -224,9 +241,64 @@ def pg_server() -> Iterator[PgServer]:
 
 
 @pytest.fixture(scope="session")
-def pg_dsn(pg_server: PgServer) -> str:
-    """Admin DSN: tests may create schemas and databases through it."""
-    return pg_server.dsn
+def pgbouncer(pg_server: PgServer) -> Iterator[PgBouncer | None]:
+    """The session's PgBouncer when ``GRAPHILE_WORKER_TEST_PGBOUNCER=1``, else None.
+
+    Requested but not installed, or not starting, fails the session's tests (no silent
+    fallback to the server itself). While it runs, psycopg connections to it default to
+    ``prepare_threshold=None``.
+    """
+    if not pgbouncer_requested():
+        yield None
+        return
+    if find_pgbouncer() is None:
+        pytest.fail(
+            f"{PGBOUNCER_ENV} is set but pgbouncer is not installed"
+            " (Debian: apt-get install pgbouncer)",
+            pytrace=False,
+        )
+    with contextlib.ExitStack() as stack:
+        try:
+            bouncer = stack.enter_context(running_pgbouncer(pg_server))
+        except RuntimeError as exc:
+            pytest.fail(f"{PGBOUNCER_ENV} is set but PgBouncer does not start: {exc}",
+                        pytrace=False)
+        stack.enter_context(prepared_statements_off_towards(bouncer))
+        with psycopg.connect(bouncer.dsn) as probe:
+            assert probe.prepare_threshold is None, "prepare_threshold=None was not applied"
+        yield bouncer
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Through PgBouncer, leave out the tests that measure server sessions themselves."""
+    if not pgbouncer_requested():
+        return
+    kept: list[pytest.Item] = []
+    left_out: list[pytest.Item] = []
+    for item in items:
+        (left_out if why_not_through_pgbouncer(item.nodeid) else kept).append(item)
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = kept
+        config.stash[_LEFT_OUT_KEY] = [item.nodeid for item in left_out]
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    left_out = config.stash.get(_LEFT_OUT_KEY, [])
+    if left_out:
+        terminalreporter.section("not run through PgBouncer")
+        for nodeid in left_out:
+            terminalreporter.line(f"{nodeid}: {why_not_through_pgbouncer(nodeid)}")
+
+
+@pytest.fixture(scope="session")
+def pg_dsn(pg_server: PgServer, pgbouncer: PgBouncer | None) -> str:
+    """The DSN tests connect to; they may create schemas through it.
+
+    Through PgBouncer (``GRAPHILE_WORKER_TEST_PGBOUNCER=1``) it is PgBouncer's, and psycopg
+    connections to it default to ``prepare_threshold=None``.
+    """
+    return pg_server.dsn if pgbouncer is None else pgbouncer.dsn
 
 
 @pytest.fixture(scope="session")
