@@ -57,6 +57,15 @@ _Self = TypeVar("_Self", bound="WorkerUtils")
 #: library owns the transaction.
 KEY_RACE_ATTEMPTS = 3
 _KEY_RACE_MARKER = "graphile_worker_utils: job key race"
+# Without a job key, add_job(s) returns fewer jobs than asked only when its own statements
+# cannot see the rows it writes: row level security (on, without policies, on graphile-worker's
+# private tables) for a role that neither owns them nor bypasses it.
+_INVISIBLE_ROWS = (
+    "{what}: the database scheduled fewer jobs than asked although no job key was given; the"
+    " role cannot see the rows it writes. Row level security is on for graphile-worker's"
+    " _private_* tables: use a role that owns them or has BYPASSRLS, or add policies that let"
+    " it read and write them (README, 'Least privilege')"
+)
 _FETCH_SLICE = 2000
 #: The most jobs :meth:`WorkerUtils.add_raw_jobs` sends in one statement.
 BATCH_SLICE = 10_000
@@ -164,10 +173,10 @@ def _job_ids(job_ids: Iterable[int]) -> list[int]:
         raise InvalidJobSpec(
             f"job_ids: expected an iterable of int, got {type(job_ids).__name__}"
         )
-    ids = list(job_ids)
-    for index, job_id in enumerate(ids):
+    return [
         check_int(f"job_ids[{index}]", job_id, BIGINT_MIN, BIGINT_MAX)
-    return ids
+        for index, job_id in enumerate(job_ids)
+    ]
 
 
 def _spec_fields(spec: JobSpec, run_at: dt.datetime | None) -> dict[str, Any]:
@@ -414,7 +423,10 @@ class WorkerUtils:
     def schema_status(self) -> SchemaStatus:
         """Say whether the schema is missing, behind, current, or ahead; writes nothing."""
         with self._connection() as (conn, _):
-            return _migrations.schema_status(conn, self._schema)
+            try:
+                return _migrations.schema_status(conn, self._schema)
+            except psycopg.Error as error:
+                raise self._database_error("schema_status", error) from error
 
     # -- enqueueing -----------------------------------------------------------------------
 
@@ -445,7 +457,7 @@ class WorkerUtils:
         retried (up to three times) where the library owns the transaction, and raises
         :class:`JobKeyRaceError` inside a caller's transaction.
         """
-        check_text("identifier", identifier, max_length=MAX_IDENTIFIER_LENGTH)
+        identifier = check_text("identifier", identifier, max_length=MAX_IDENTIFIER_LENGTH)
         if spec is None:
             spec = JobSpec()
         elif not isinstance(spec, JobSpec):
@@ -486,6 +498,8 @@ class WorkerUtils:
                     if queue_name is None and row[2] is not None:
                         queue_name = spec.queue_name
                     return _job(row, row[16] or identifier, queue_name)
+                if spec.job_key is None:
+                    raise DatabaseError(_INVISIBLE_ROWS.format(what=f"add_job {identifier!r}"))
                 if not owned or attempt == KEY_RACE_ATTEMPTS:
                     raise JobKeyRaceError(
                         f"add_job {identifier!r} with job_key {spec.job_key!r}: a worker locked"
@@ -603,10 +617,14 @@ class WorkerUtils:
                 except psycopg.errors.InvalidTextRepresentation as error:
                     if _KEY_RACE_MARKER not in str(error):
                         raise self._database_error("add_jobs", error) from error
+                    if not keys:
+                        raise DatabaseError(
+                            _INVISIBLE_ROWS.format(what=f"add_jobs ({count} jobs)")
+                        ) from error
                     if not owned or attempt == KEY_RACE_ATTEMPTS:
                         raise JobKeyRaceError(
                             f"add_jobs: a worker locked the existing job of one of the"
-                            f" {count} keyed specs while it was being replaced; the"
+                            f" {len(keys)} keyed specs while it was being replaced; the"
                             " statement failed and wrote nothing; retry the call"
                             + ("" if owned else " in a new transaction")
                         ) from error
@@ -717,7 +735,7 @@ class WorkerUtils:
         released); unknown ids are ignored.
         """
         if reason is not None:
-            check_text("reason", reason)
+            reason = check_text("reason", reason)
         return _jobs(
             self._fetch(
                 "permanently_fail_jobs", {"job_ids": _job_ids(job_ids), "error_message": reason}
@@ -761,9 +779,10 @@ class WorkerUtils:
             raise InvalidJobSpec(
                 f"worker_ids: expected an iterable of str, got {type(worker_ids).__name__}"
             )
-        ids = list(worker_ids)
-        for index, worker_id in enumerate(ids):
+        ids = [
             check_text(f"worker_ids[{index}]", worker_id)
+            for index, worker_id in enumerate(worker_ids)
+        ]
         self._fetch("force_unlock_workers", {"worker_ids": ids})
 
     def cleanup(
@@ -792,13 +811,17 @@ class WorkerUtils:
             except (ValueError, TypeError):
                 allowed = ", ".join(task.name for task in CleanupTask)
                 raise InvalidJobSpec(f"tasks[{index}]: {task!r} is not one of {allowed}") from None
-        if isinstance(task_identifiers_to_keep, (str, bytes)):
+        if isinstance(task_identifiers_to_keep, (str, bytes)) or not isinstance(
+            task_identifiers_to_keep, Iterable
+        ):
             raise InvalidJobSpec(
-                "task_identifiers_to_keep: expected an iterable of str, got a bare str"
+                "task_identifiers_to_keep: expected an iterable of str, got"
+                f" {type(task_identifiers_to_keep).__name__}"
             )
-        keep = list(task_identifiers_to_keep)
-        for index, identifier in enumerate(keep):
+        keep = [
             check_text(f"task_identifiers_to_keep[{index}]", identifier)
+            for index, identifier in enumerate(task_identifiers_to_keep)
+        ]
         removed: dict[CleanupTask, int] = {}
         with self._connection() as (conn, owned):
             try:

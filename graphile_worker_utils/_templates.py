@@ -35,7 +35,16 @@ def validate_schema_name(schema: object) -> str:
         raise InvalidSchemaName("schema: must not be empty")
     if "\x00" in schema:
         raise InvalidSchemaName("schema: must not contain NUL characters")
-    size = len(schema.encode("utf-8"))
+    if "%" in schema:
+        # psycopg reads % in a statement's text as a placeholder, and the schema is part of
+        # the text: a name with % would be misread (x%% would silently become x%).
+        raise InvalidSchemaName("schema: must not contain '%' (psycopg's placeholder mark)")
+    try:
+        size = len(schema.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidSchemaName(
+            "schema: contains a lone surrogate, which is not valid Unicode"
+        ) from None
     if size > MAX_IDENTIFIER_BYTES:
         raise InvalidSchemaName(
             f"schema: {size} bytes in UTF-8, over PostgreSQL's limit of {MAX_IDENTIFIER_BYTES}"

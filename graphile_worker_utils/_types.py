@@ -66,7 +66,8 @@ def check_text(field: str, value: object, max_length: int | None = None) -> str:
             raise InvalidJobSpec(
                 f"{field}: contains a lone surrogate, which is not valid Unicode"
             ) from None
-    return value
+    # A str subclass (a StrEnum member, say) is sent as the plain string it holds.
+    return value if type(value) is str else str.__str__(value)
 
 
 def check_int(field: str, value: object, low: int, high: int) -> int:
@@ -75,7 +76,8 @@ def check_int(field: str, value: object, low: int, high: int) -> int:
         raise InvalidJobSpec(f"{field}: expected an int, got {type(value).__name__}")
     if not low <= value <= high:
         raise InvalidJobSpec(f"{field}: {value} is outside the allowed range {low}..{high}")
-    return value
+    # An int subclass (an IntEnum member, say) is sent as the plain int it holds.
+    return value if type(value) is int else int(value)
 
 
 def check_aware_datetime(field: str, value: object) -> dt.datetime:
@@ -87,15 +89,41 @@ def check_aware_datetime(field: str, value: object) -> dt.datetime:
             f"{field}: naive datetime {value.isoformat()} is ambiguous; give it a tzinfo"
             " (for example datetime.timezone.utc)"
         )
-    return value
+    try:
+        # Sent as its UTC instant: PostgreSQL takes no sub-second or over-16-hour offsets.
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError:
+        raise InvalidJobSpec(
+            f"{field}: {value.isoformat()} is outside the range of datetime once in UTC"
+        ) from None
 
 
-def _optional(check: Any, *args: Any) -> Any:
-    def validator(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-        if value is not None:
-            check(attribute.name, value, *args)
+# Converters that validate: a spec stores the checked, normalised value (plain str and int, UTC
+# datetimes), so that what is sent is exactly what was checked.
 
-    return validator
+
+def _queue_name(value: object) -> str | None:
+    return None if value is None else check_text("queue_name", value, MAX_QUEUE_NAME_LENGTH)
+
+
+def _job_key(value: object) -> str | None:
+    return None if value is None else check_text("job_key", value, MAX_JOB_KEY_LENGTH)
+
+
+def _run_at(value: object) -> dt.datetime | None:
+    return None if value is None else check_aware_datetime("run_at", value)
+
+
+def _priority(value: object) -> int | None:
+    return None if value is None else check_int("priority", value, SMALLINT_MIN, SMALLINT_MAX)
+
+
+def _max_attempts(value: object) -> int | None:
+    return None if value is None else check_int("max_attempts", value, 1, SMALLINT_MAX)
+
+
+def _attempts(value: object) -> int | None:
+    return None if value is None else check_int("attempts", value, 0, SMALLINT_MAX)
 
 
 def _to_job_key_mode(value: object) -> object:
@@ -115,10 +143,7 @@ def _to_flags(value: object) -> tuple[str, ...] | None:
         raise InvalidJobSpec(
             f"flags: expected an iterable of str (a list or tuple), got {type(value).__name__}"
         )
-    flags = tuple(value)
-    for index, flag in enumerate(flags):
-        check_text(f"flags[{index}]", flag)
-    return flags
+    return tuple(check_text(f"flags[{index}]", flag) for index, flag in enumerate(value))
 
 
 @attrs.frozen
@@ -134,25 +159,25 @@ class JobSpec:
     #: Jobs of one queue run one at a time, in order. Non-empty, at most 128 characters.
     queue_name: str | None = attrs.field(
         default=None,
-        validator=_optional(check_text, MAX_QUEUE_NAME_LENGTH),
+        converter=_queue_name,
         kw_only=True,
     )
     #: When the job may run; an aware datetime (a naive one is refused as ambiguous).
     #: None: now (the database's clock, or the application's with ``use_local_time``).
     run_at: dt.datetime | None = attrs.field(
-        default=None, validator=_optional(check_aware_datetime), kw_only=True
+        default=None, converter=_run_at, kw_only=True
     )
     #: Lower runs first; a smallint (-32768..32767). None: 0.
     priority: int | None = attrs.field(
-        default=None, validator=_optional(check_int, SMALLINT_MIN, SMALLINT_MAX), kw_only=True
+        default=None, converter=_priority, kw_only=True
     )
     #: Attempts before the job is permanently failed, 1..32767. None: 25.
     max_attempts: int | None = attrs.field(
-        default=None, validator=_optional(check_int, 1, SMALLINT_MAX), kw_only=True
+        default=None, converter=_max_attempts, kw_only=True
     )
     #: A unique name for the job (1..512 characters) to replace or deduplicate it later.
     job_key: str | None = attrs.field(
-        default=None, validator=_optional(check_text, MAX_JOB_KEY_LENGTH), kw_only=True
+        default=None, converter=_job_key, kw_only=True
     )
     #: What to do when a job with ``job_key`` exists; None: REPLACE. Ignored without a key.
     job_key_mode: JobKeyMode | None = attrs.field(
@@ -173,8 +198,8 @@ def _to_spec(value: object) -> JobSpec:
     return value
 
 
-def _check_identifier(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    check_text("identifier", value, max_length=MAX_IDENTIFIER_LENGTH)
+def _to_identifier(value: object) -> str:
+    return check_text("identifier", value, max_length=MAX_IDENTIFIER_LENGTH)
 
 
 @attrs.frozen
@@ -182,7 +207,7 @@ class RawJobSpec:
     """One job of :meth:`WorkerUtils.add_raw_jobs`: task identifier, JSON payload, spec."""
 
     #: The task to run (graphile-worker's task identifier), 1..128 characters.
-    identifier: str = attrs.field(validator=_check_identifier)
+    identifier: str = attrs.field(converter=_to_identifier)
     #: The job's payload: anything the payload encoder accepts. None: ``{}``.
     payload: Any = None
     #: How and when the job runs.
@@ -194,16 +219,16 @@ class RescheduleOptions:
     """What :meth:`WorkerUtils.reschedule_jobs` changes; a None field is left as it is."""
 
     run_at: dt.datetime | None = attrs.field(
-        default=None, validator=_optional(check_aware_datetime), kw_only=True
+        default=None, converter=_run_at, kw_only=True
     )
     priority: int | None = attrs.field(
-        default=None, validator=_optional(check_int, SMALLINT_MIN, SMALLINT_MAX), kw_only=True
+        default=None, converter=_priority, kw_only=True
     )
     attempts: int | None = attrs.field(
-        default=None, validator=_optional(check_int, 0, SMALLINT_MAX), kw_only=True
+        default=None, converter=_attempts, kw_only=True
     )
     max_attempts: int | None = attrs.field(
-        default=None, validator=_optional(check_int, 1, SMALLINT_MAX), kw_only=True
+        default=None, converter=_max_attempts, kw_only=True
     )
 
 
