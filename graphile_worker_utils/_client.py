@@ -35,6 +35,7 @@ from ._transactions import atomic
 from ._types import (
     BIGINT_MAX,
     BIGINT_MIN,
+    DEFAULT_SPEC,
     MAX_IDENTIFIER_LENGTH,
     MAX_JOB_KEY_LENGTH,
     CleanupTask,
@@ -459,7 +460,7 @@ class WorkerUtils:
         """
         identifier = check_text("identifier", identifier, max_length=MAX_IDENTIFIER_LENGTH)
         if spec is None:
-            spec = JobSpec()
+            spec = DEFAULT_SPEC
         elif not isinstance(spec, JobSpec):
             raise InvalidJobSpec(f"spec: expected a JobSpec or None, got {type(spec).__name__}")
         payload = with_trace(payload, current_trace())
