@@ -39,7 +39,9 @@ import psycopg
 import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool
 
+from graphile_worker_utils import WorkerUtils
 from tests._catalog import snapshot
 from tests._pgbouncer import (
     PGBOUNCER_ENV,
@@ -379,6 +381,31 @@ def conn(pg_dsn: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
     """An autocommit connection to ``pg_dsn``, closed at teardown."""
     with psycopg.connect(pg_dsn, autocommit=True) as connection:
         yield connection
+
+
+@pytest.fixture
+def utils(conn: psycopg.Connection[tuple[Any, ...]], schema: str) -> WorkerUtils:
+    """A ``WorkerUtils`` on ``conn`` (autocommit) with ``schema`` migrated."""
+    worker_utils = WorkerUtils(conn, schema=schema)
+    worker_utils.migrate()
+    return worker_utils
+
+
+@pytest.fixture
+def caller_conn(pg_dsn: str) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
+    """A non-autocommit connection, as Django or a script holds one; closed, never committed."""
+    connection = psycopg.connect(pg_dsn)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def pool(pg_dsn: str, utils: WorkerUtils) -> Iterator[ConnectionPool[Any]]:
+    """A small pool on ``pg_dsn``; ``schema`` is migrated."""
+    with ConnectionPool(pg_dsn, min_size=1, max_size=2, open=True) as connection_pool:
+        yield connection_pool
 
 
 @dataclass(frozen=True)

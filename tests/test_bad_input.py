@@ -60,11 +60,6 @@ def assert_message(error: BaseException, patterns: list[str]) -> None:
         assert re.search(pattern, message), f"{pattern!r} not in {message!r}"
 
 
-@pytest.fixture
-def utils(conn: Connection, schema: str) -> WorkerUtils:
-    worker_utils = WorkerUtils(conn, schema=schema)
-    worker_utils.migrate()
-    return worker_utils
 
 
 @pytest.fixture

@@ -51,11 +51,6 @@ def assert_labelled_like_the_database(conn: Connection, schema: str, jobs: list[
         assert job.job_queue_id == (None if job.queue_name is None else queues[job.queue_name])
 
 
-@pytest.fixture
-def utils(conn: Connection, schema: str) -> WorkerUtils:
-    worker_utils = WorkerUtils(conn, schema=schema)
-    worker_utils.migrate()
-    return worker_utils
 
 
 def make_existing(utils: WorkerUtils, identifiers: list[str], queues: list[str]) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,11 +139,6 @@ def assert_has_new_values(job: Job, run_at: dt.datetime = T_NEW) -> None:
     assert job.queue_name == "billing"
 
 
-@pytest.fixture
-def utils(conn: Connection, schema: str) -> WorkerUtils:
-    worker_utils = WorkerUtils(conn, schema=schema)
-    worker_utils.migrate()
-    return worker_utils
 
 
 # --------------------------------------------------------------------------------------------
@@ -592,20 +587,8 @@ def race_for_key(pg_dsn: str, schema: str, key: str, enqueue_call: Callable[[], 
     return outcome
 
 
-@pytest.fixture
-def caller_conn(pg_dsn: str, utils: WorkerUtils) -> Iterator[Connection]:
-    """A non-autocommit connection: the caller's own transaction."""
-    connection = psycopg.connect(pg_dsn)
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
-@pytest.fixture
-def pool(pg_dsn: str, utils: WorkerUtils) -> Iterator[ConnectionPool[Any]]:
-    with ConnectionPool(pg_dsn, min_size=1, max_size=2, open=True) as connection_pool:
-        yield connection_pool
 
 
 def assert_rescheduled_after_the_race(conn: Connection, schema: str, old: Job, new: Job) -> None:

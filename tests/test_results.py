@@ -75,11 +75,6 @@ def assert_all_datetimes_aware_utc(job: Job) -> None:
         assert_aware_utc(job.locked_at)
 
 
-@pytest.fixture
-def utils(conn: Connection, schema: str) -> WorkerUtils:
-    worker_utils = WorkerUtils(conn, schema=schema)
-    worker_utils.migrate()
-    return worker_utils
 
 
 BOTH_ENTRY_POINTS = pytest.mark.parametrize("via", ["add_raw_job", "add_raw_jobs"])

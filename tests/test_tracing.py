@@ -39,11 +39,6 @@ def tracer() -> Iterator[trace.Tracer]:
     provider.shutdown()
 
 
-@pytest.fixture
-def utils(conn: psycopg.Connection[Any], schema: str) -> WorkerUtils:
-    utils = WorkerUtils(conn, schema=schema)
-    utils.migrate()
-    return utils
 
 
 def stored_payloads(conn: psycopg.Connection[Any], schema: str) -> list[Any]:

@@ -51,11 +51,6 @@ def schema_exists(conn: Connection, schema: str) -> bool:
     return row is not None
 
 
-@pytest.fixture
-def utils(conn: Connection, schema: str) -> WorkerUtils:
-    worker_utils = WorkerUtils(conn, schema=schema)
-    worker_utils.migrate()
-    return worker_utils
 
 
 @pytest.fixture
@@ -65,20 +60,8 @@ def observer(pg_dsn: str, schema: str) -> Iterator[Connection]:
         yield connection
 
 
-@pytest.fixture
-def caller_conn(pg_dsn: str, schema: str) -> Iterator[Connection]:
-    """A non-autocommit connection, as Django or a script would hold; closed (not committed)."""
-    connection = psycopg.connect(pg_dsn)
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
-@pytest.fixture
-def pool(pg_dsn: str, utils: WorkerUtils) -> Iterator[ConnectionPool[Any]]:
-    with ConnectionPool(pg_dsn, min_size=1, max_size=2, open=True) as connection_pool:
-        yield connection_pool
 
 
 # --------------------------------------------------------------------------------------------
