@@ -27,7 +27,7 @@ from ._errors import (
     InvalidJobSpec,
     JobKeyRaceError,
 )
-from ._hooks import BeforeScheduleHook, current_trace, run_hooks, with_trace
+from ._hooks import BeforeScheduleHook, current_trace, operation_span, run_hooks, with_trace
 from ._migrations import MigrationReport, SchemaStatus
 from ._payload import JsonDumps, dumps, encode_payload, encode_payloads
 from ._templates import catalog, validate_schema_name
@@ -418,7 +418,10 @@ class WorkerUtils:
         revision 16 (:class:`SchemaTooOldError`); warns and carries on past a newer
         non-breaking revision.
         """
-        with self._connection() as (conn, owned):
+        with (
+            operation_span("migrate", self._schema, enqueue=False),
+            self._connection() as (conn, owned),
+        ):
             return _migrations.migrate(conn, self._schema, owned=owned)
 
     def schema_status(self) -> SchemaStatus:
@@ -483,6 +486,12 @@ class WorkerUtils:
         }
         query = catalog.render("add_job", self._schema)
         logger.debug("add_job %r on schema %r: %s", identifier, self._schema, payload_text)
+        with operation_span("add_job", self._schema, enqueue=True, identifier=identifier):
+            return self._add_job(query, params, identifier, spec)
+
+    def _add_job(
+        self, query: bytes, params: dict[str, Any], identifier: str, spec: JobSpec
+    ) -> Job:
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
             with self._connection(single_statement=True) as (conn, owned):
                 try:
@@ -602,6 +611,16 @@ class WorkerUtils:
         del elements, payloads, spec_fields  # only the documents travel on
         query = catalog.render("add_jobs", self._schema)
         logger.debug("add_jobs: %d jobs on schema %r", count, self._schema)
+        with operation_span("add_jobs", self._schema, enqueue=True, count=count):
+            return self._add_jobs(query, slices, count, keys)
+
+    def _add_jobs(
+        self,
+        query: bytes,
+        slices: list[tuple[dict[str, Any], set[str], set[str]]],
+        count: int,
+        keys: dict[str, int],
+    ) -> list[Job]:
         single = len(slices) == 1
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
             with self._connection(single_statement=single) as (conn, owned):
@@ -699,7 +718,10 @@ class WorkerUtils:
 
     def _fetch(self, operation: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         query = catalog.render(operation, self._schema)
-        with self._connection(single_statement=True) as (conn, _):
+        with (
+            operation_span(operation, self._schema, enqueue=False),
+            self._connection(single_statement=True) as (conn, _),
+        ):
             try:
                 with _cursor(conn) as cur:
                     cur.execute(query, params, binary=True)
@@ -824,7 +846,10 @@ class WorkerUtils:
             for index, identifier in enumerate(task_identifiers_to_keep)
         ]
         removed: dict[CleanupTask, int] = {}
-        with self._connection() as (conn, owned):
+        with (
+            operation_span("cleanup", self._schema, enqueue=False),
+            self._connection() as (conn, owned),
+        ):
             try:
                 with atomic(conn, owned=owned), _cursor(conn) as cur:
                     for task, operation in _CLEANUP_ORDER:

@@ -9,6 +9,7 @@ A hook is a callable ``hook(identifier, payload, spec)`` that returns one of
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import attrs
@@ -65,11 +66,7 @@ def run_hooks(
 _tracing: Any = None  # the opentelemetry.trace module, False when it is not installed
 
 
-def current_trace() -> dict[str, Any] | None:
-    """The ``_trace`` value for a payload, or None when no OpenTelemetry span is recording.
-
-    The shape is the Rust crate's: ``{"flags": int, "trace_id": 32 hex, "span_id": 16 hex}``.
-    """
+def _opentelemetry() -> Any:
     global _tracing
     if _tracing is None:
         try:
@@ -78,9 +75,19 @@ def current_trace() -> dict[str, Any] | None:
             _tracing = False
         else:
             _tracing = trace
-    if _tracing is False:
+    return _tracing
+
+
+def current_trace() -> dict[str, Any] | None:
+    """The ``_trace`` value for a payload, or None when no OpenTelemetry span is recording.
+
+    The shape is the Rust crate's: ``{"flags": int, "trace_id": 32 hex, "span_id": 16 hex}``;
+    it is the caller's span, the one current when the enqueue call is made.
+    """
+    trace = _opentelemetry()
+    if trace is False:
         return None
-    span = _tracing.get_current_span()
+    span = trace.get_current_span()
     if not span.is_recording():
         return None
     context = span.get_span_context()
@@ -91,6 +98,42 @@ def current_trace() -> dict[str, Any] | None:
         "trace_id": format(context.trace_id, "032x"),
         "span_id": format(context.span_id, "016x"),
     }
+
+
+def operation_span(
+    operation: str,
+    schema: str,
+    *,
+    enqueue: bool,
+    identifier: str | None = None,
+    count: int | None = None,
+) -> AbstractContextManager[Any]:
+    """A span around one operation, opened only while the caller is tracing (its current span
+    is recording), from the global tracer provider: ``messaging.system = "graphile-worker"``,
+    the operation's name, the schema, and for an enqueue the task identifier (a single job)
+    or the batch size. Enqueues are PRODUCER spans, maintenance CLIENT spans."""
+    trace = _opentelemetry()
+    if trace is False or not trace.get_current_span().is_recording():
+        return nullcontext()
+    attributes: dict[str, Any] = {
+        "messaging.system": "graphile-worker",
+        "messaging.operation.name": operation,
+        "db.namespace": schema,
+    }
+    if enqueue:
+        attributes["messaging.operation.type"] = "send"
+    if identifier is not None:
+        attributes["messaging.destination.name"] = identifier
+    if count is not None:
+        attributes["messaging.batch.message_count"] = count
+    span: AbstractContextManager[Any] = trace.get_tracer(
+        "graphile_worker_utils"
+    ).start_as_current_span(
+        f"{operation} {identifier}" if identifier else operation,
+        kind=trace.SpanKind.PRODUCER if enqueue else trace.SpanKind.CLIENT,
+        attributes=attributes,
+    )
+    return span
 
 
 def with_trace(payload: Any, trace: dict[str, Any] | None) -> Any:
