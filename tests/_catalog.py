@@ -48,16 +48,14 @@ _COLUMNS = """
     order by a.attnum
 """
 
-# contype 'n' (PostgreSQL 18+ catalogs NOT NULL as constraints) is left out: their automatic
-# names follow the table's name when the column was made, so a schema built by replaying
-# renames differs from one built in its final shape only in those names. Nullability is
-# compared per column instead.
+# Every constraint by name, including (on PostgreSQL 18+) the NOT NULL ones: their names are
+# what graphile-worker's history of renames left, and our install names them the same.
 _CONSTRAINTS = """
     select c.relname as table, con.conname as name, con.contype as type,
            pg_get_constraintdef(con.oid) as definition, con.convalidated as validated
     from pg_constraint con
     join pg_class c on c.oid = con.conrelid
-    where c.relnamespace = %(ns)s and con.contype <> 'n'
+    where c.relnamespace = %(ns)s
     order by c.relname, con.conname
 """
 
