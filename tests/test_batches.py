@@ -53,6 +53,19 @@ def assert_labelled_like_the_database(conn: Connection, schema: str, jobs: list[
 
 
 
+def assert_batch_labelled_as_planned(
+    utils: WorkerUtils, conn: Connection, schema: str, plan: list[tuple[str, str | None]]
+) -> None:
+    """Enqueue one job per (identifier, queue) of ``plan`` in one batch; check every label."""
+    jobs = utils.add_raw_jobs(
+        RawJobSpec(identifier, {"i": i}, JobSpec(queue_name=queue))
+        for i, (identifier, queue) in enumerate(plan)
+    )
+    for job in jobs:
+        assert (job.task_identifier, job.queue_name) == plan[job.payload["i"]]
+    assert_labelled_like_the_database(conn, schema, jobs)
+
+
 def make_existing(utils: WorkerUtils, identifiers: list[str], queues: list[str]) -> None:
     """Create tasks and queues (through jobs that are then completed)."""
     jobs = [RawJobSpec(identifier, {}) for identifier in identifiers]
@@ -119,14 +132,7 @@ def test_a_batch_with_exactly_one_new_identifier_is_labelled_correctly(
     make_existing(utils, ["old_a", "old_b"], ["old_q"])
     plan = [("old_a", None), ("solo", "old_q"), ("old_b", None), ("solo", None), ("old_a", "old_q")]
 
-    jobs = utils.add_raw_jobs(
-        RawJobSpec(identifier, {"i": i}, JobSpec(queue_name=queue))
-        for i, (identifier, queue) in enumerate(plan)
-    )
-
-    for job in jobs:
-        assert (job.task_identifier, job.queue_name) == plan[job.payload["i"]]
-    assert_labelled_like_the_database(conn, schema, jobs)
+    assert_batch_labelled_as_planned(utils, conn, schema, plan)
 
 
 def test_a_batch_into_an_empty_schema_is_labelled_correctly(
@@ -134,14 +140,7 @@ def test_a_batch_into_an_empty_schema_is_labelled_correctly(
 ) -> None:
     plan = [("t1", "q1"), ("t2", "q2"), ("t1", None), ("t3", "q1")]
 
-    jobs = utils.add_raw_jobs(
-        RawJobSpec(identifier, {"i": i}, JobSpec(queue_name=queue))
-        for i, (identifier, queue) in enumerate(plan)
-    )
-
-    for job in jobs:
-        assert (job.task_identifier, job.queue_name) == plan[job.payload["i"]]
-    assert_labelled_like_the_database(conn, schema, jobs)
+    assert_batch_labelled_as_planned(utils, conn, schema, plan)
 
 
 def test_a_batch_in_a_callers_transaction_is_labelled_like_what_it_will_commit(
