@@ -183,25 +183,37 @@ def run(dsn: str, rounds: int) -> None:
                 [RawJobSpec(IDENTIFIER, payload(i)) for i in range(start, start + batch)]
                 for start in range(0, TOTAL, batch)
             ]
-            o, t, c = interleaved(rounds, reset, [
-                lambda: timed(lambda: [utils.add_raw_jobs(b) for b in batches]),  # noqa: B023
-                lambda: peer.ask(op="addJobs", batch=batch, total=TOTAL),  # noqa: B023
-                lambda: timed(lambda: server_side(batch)),  # noqa: B023
-            ])
-            rows.append((
-                f"add_raw_jobs, batch {batch:,} ({TOTAL:,} jobs)",
-                f"{TOTAL / o:,.0f} jobs/s",
-                f"{t / o:.2f}x graphile-worker addJobs ({TOTAL / t:,.0f} jobs/s)",
-                f"{c / o:.2f} of server ceiling ({TOTAL / c:,.0f} jobs/s)",
-            ))
+            o, t, c = interleaved(
+                rounds,
+                reset,
+                [
+                    lambda: timed(lambda: [utils.add_raw_jobs(b) for b in batches]),  # noqa: B023
+                    lambda: peer.ask(op="addJobs", batch=batch, total=TOTAL),  # noqa: B023
+                    lambda: timed(lambda: server_side(batch)),  # noqa: B023
+                ],
+            )
+            rows.append(
+                (
+                    f"add_raw_jobs, batch {batch:,} ({TOTAL:,} jobs)",
+                    f"{TOTAL / o:,.0f} jobs/s",
+                    f"{t / o:.2f}x graphile-worker addJobs ({TOTAL / t:,.0f} jobs/s)",
+                    f"{c / o:.2f} of server ceiling ({TOTAL / c:,.0f} jobs/s)",
+                )
+            )
         reset()
 
         # 2. Single enqueue inside one caller transaction, against bare psycopg (prepared).
         count = 3_000
         query = catalog.render("add_job", schema)
         params = {
-            "identifier": IDENTIFIER, "payload": None, "queue_name": None, "run_at": None,
-            "max_attempts": None, "job_key": None, "priority": None, "flags": None,
+            "identifier": IDENTIFIER,
+            "payload": None,
+            "queue_name": None,
+            "run_at": None,
+            "max_attempts": None,
+            "job_key": None,
+            "priority": None,
+            "flags": None,
             "job_key_mode": None,
         }
         payloads = [payload(i) for i in range(count)]
@@ -218,31 +230,38 @@ def run(dsn: str, rounds: int) -> None:
                     cur.execute(query, {**params, "payload": text}, prepare=True, binary=True)
                     cur.fetchone()
 
-        o, b = interleaved(
-            rounds, reset, [lambda: timed(ours_single), lambda: timed(bare_single)]
+        o, b = interleaved(rounds, reset, [lambda: timed(ours_single), lambda: timed(bare_single)])
+        rows.append(
+            (
+                f"add_raw_job x{count:,} in one transaction",
+                f"{o / count * 1e6:,.0f} us/job",
+                f"bare psycopg, prepared: {b / count * 1e6:,.0f} us/job",
+                f"library overhead {100 * (o / b - 1):+.1f}%",
+            )
         )
-        rows.append((
-            f"add_raw_job x{count:,} in one transaction",
-            f"{o / count * 1e6:,.0f} us/job",
-            f"bare psycopg, prepared: {b / count * 1e6:,.0f} us/job",
-            f"library overhead {100 * (o / b - 1):+.1f}%",
-        ))
 
         # 3. Single enqueue from a pool, each call committing, against graphile-worker addJob.
         count = 1_000
         with ConnectionPool(dsn, min_size=1, max_size=1) as pool:
             pooled = WorkerUtils(pool, schema=schema)
-            o, t = interleaved(rounds, reset, [
-                lambda: timed(lambda: [pooled.add_raw_job(IDENTIFIER, p)
-                                       for p in payloads[:count]]),
-                lambda: peer.ask(op="addJob", count=count),
-            ])
-        rows.append((
-            f"add_raw_job x{count:,} from a pool (each commits)",
-            f"{o / count * 1e6:,.0f} us/job",
-            f"{t / o:.2f}x graphile-worker addJob ({t / count * 1e6:,.0f} us/job)",
-            "",
-        ))
+            o, t = interleaved(
+                rounds,
+                reset,
+                [
+                    lambda: timed(
+                        lambda: [pooled.add_raw_job(IDENTIFIER, p) for p in payloads[:count]]
+                    ),
+                    lambda: peer.ask(op="addJob", count=count),
+                ],
+            )
+        rows.append(
+            (
+                f"add_raw_job x{count:,} from a pool (each commits)",
+                f"{o / count * 1e6:,.0f} us/job",
+                f"{t / o:.2f}x graphile-worker addJob ({t / count * 1e6:,.0f} us/job)",
+                "",
+            )
+        )
         reset()
         peer.close()
 
@@ -288,7 +307,9 @@ _MEMORY_PROBE = textwrap.dedent(
 def memory_row(dsn: str, schema: str) -> tuple[str, str, str, str]:
     out = subprocess.run(
         [sys.executable, "-c", _MEMORY_PROBE, dsn, schema, str(ROOT)],
-        check=True, capture_output=True, text=True,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout
     figures = json.loads(out)
     growth, sent = figures["growth"], figures["sent"]
@@ -309,12 +330,14 @@ def startup_rows() -> list[tuple[str, str, str, str]]:
 
     python = best_of([sys.executable, "-c", "pass"])
     imported = best_of([sys.executable, "-c", "import graphile_worker_utils"])
-    rows = [(
-        "import graphile_worker_utils",
-        f"{(imported - python) * 1000:,.0f} ms",
-        f"(python start-up alone {python * 1000:,.0f} ms)",
-        "",
-    )]
+    rows = [
+        (
+            "import graphile_worker_utils",
+            f"{(imported - python) * 1000:,.0f} ms",
+            f"(python start-up alone {python * 1000:,.0f} ms)",
+            "",
+        )
+    ]
     script = Path(sys.executable).parent / "graphile-worker-utils"
     try:
         helped = f"{best_of([str(script), '--help']) * 1000:,.0f} ms"

@@ -95,16 +95,32 @@ class _UtcTimestamptzBinaryLoader(Loader):
             return _PG_EPOCH + dt.timedelta(microseconds=micros)
         except OverflowError:
             # 'infinity' / '-infinity', or a date beyond what Python represents.
-            return dt.datetime.max.replace(tzinfo=_UTC) if micros > 0 else (
-                dt.datetime.min.replace(tzinfo=_UTC)
+            return (
+                dt.datetime.max.replace(tzinfo=_UTC)
+                if micros > 0
+                else (dt.datetime.min.replace(tzinfo=_UTC))
             )
 
 
 # Session time zones in which psycopg's own (C) timestamptz loader already yields UTC.
-_UTC_ZONES = frozenset({
-    "UTC", "Etc/UTC", "UCT", "Etc/UCT", "GMT", "Etc/GMT", "GMT0", "Etc/GMT0", "Universal",
-    "Etc/Universal", "Zulu", "Etc/Zulu", "Greenwich", "Etc/Greenwich",
-})
+_UTC_ZONES = frozenset(
+    {
+        "UTC",
+        "Etc/UTC",
+        "UCT",
+        "Etc/UCT",
+        "GMT",
+        "Etc/GMT",
+        "GMT0",
+        "Etc/GMT0",
+        "Universal",
+        "Etc/Universal",
+        "Zulu",
+        "Etc/Zulu",
+        "Greenwich",
+        "Etc/Greenwich",
+    }
+)
 _FAST_TIMESTAMPTZ_LOADER = psycopg.adapters.get_loader(
     psycopg.adapters.types["timestamptz"].oid, pq.Format.BINARY
 )
@@ -131,16 +147,47 @@ def _job(
     same: Callable[[dt.datetime, dt.datetime], dt.datetime] | None = None,
 ) -> Job:
     (
-        id_, task_id, job_queue_id, payload_json, priority, run_at, attempts, max_attempts,
-        last_error, created_at, updated_at, key, locked_at, locked_by, revision, flags, _, _,
+        id_,
+        task_id,
+        job_queue_id,
+        payload_json,
+        priority,
+        run_at,
+        attempts,
+        max_attempts,
+        last_error,
+        created_at,
+        updated_at,
+        key,
+        locked_at,
+        locked_by,
+        revision,
+        flags,
+        _,
+        _,
     ) = row
     if same is not None:
         run_at, created_at = same(run_at, run_at), same(created_at, created_at)
         updated_at = same(updated_at, updated_at)
     return Job(
-        id_, task_identifier, queue_name, payload_json, priority, run_at, attempts, max_attempts,
-        last_error, created_at, updated_at, key, locked_at, locked_by, revision,
-        None if flags is None else list(flags), task_id, job_queue_id,
+        id_,
+        task_identifier,
+        queue_name,
+        payload_json,
+        priority,
+        run_at,
+        attempts,
+        max_attempts,
+        last_error,
+        created_at,
+        updated_at,
+        key,
+        locked_at,
+        locked_by,
+        revision,
+        None if flags is None else list(flags),
+        task_id,
+        job_queue_id,
     )
 
 
@@ -171,9 +218,7 @@ def _task_payload(task: object) -> Any:
 
 def _job_ids(job_ids: Iterable[int]) -> list[int]:
     if isinstance(job_ids, (str, bytes)) or not isinstance(job_ids, Iterable):
-        raise InvalidJobSpec(
-            f"job_ids: expected an iterable of int, got {type(job_ids).__name__}"
-        )
+        raise InvalidJobSpec(f"job_ids: expected an iterable of int, got {type(job_ids).__name__}")
     return [
         check_int(f"job_ids[{index}]", job_id, BIGINT_MIN, BIGINT_MAX)
         for index, job_id in enumerate(job_ids)
@@ -395,8 +440,13 @@ class WorkerUtils:
 
     def _database_error(self, operation: str, error: psycopg.Error) -> GraphileWorkerError:
         if isinstance(
-            error, (pg_errors.UndefinedFunction, pg_errors.UndefinedTable,
-                    pg_errors.UndefinedObject, pg_errors.InvalidSchemaName)
+            error,
+            (
+                pg_errors.UndefinedFunction,
+                pg_errors.UndefinedTable,
+                pg_errors.UndefinedObject,
+                pg_errors.InvalidSchemaName,
+            ),
         ):
             return DatabaseError(
                 f"{operation}: schema {self._schema!r} is missing graphile-worker's tables or"
@@ -449,9 +499,7 @@ class WorkerUtils:
         """
         return self.add_raw_job(_task_identifier(task, "task"), _task_payload(task), spec)
 
-    def add_raw_job(
-        self, identifier: str, payload: Any = None, spec: JobSpec | None = None
-    ) -> Job:
+    def add_raw_job(self, identifier: str, payload: Any = None, spec: JobSpec | None = None) -> Job:
         """Enqueue one job for task ``identifier`` and return it as stored.
 
         ``payload`` is encoded by the payload rules (None: ``{}``). Every ``spec`` value is
@@ -489,9 +537,7 @@ class WorkerUtils:
         with operation_span("add_job", self._schema, enqueue=True, identifier=identifier):
             return self._add_job(query, params, identifier, spec)
 
-    def _add_job(
-        self, query: bytes, params: dict[str, Any], identifier: str, spec: JobSpec
-    ) -> Job:
+    def _add_job(self, query: bytes, params: dict[str, Any], identifier: str, spec: JobSpec) -> Job:
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
             with self._connection(single_statement=True) as (conn, owned):
                 try:
@@ -598,16 +644,18 @@ class WorkerUtils:
         slices = []
         for start in range(0, count, BATCH_SLICE):
             stop = min(start + BATCH_SLICE, count)
-            slices.append((
-                {
-                    "specs": dumps(elements[start:stop]),
-                    "payloads": encode_payloads(payloads[start:stop], json_dumps, start),
-                    "preserve_run_at": preserve_run_at,
-                    "count": stop - start,
-                },
-                {element["identifier"] for element in elements[start:stop]},
-                {e["queue_name"] for e in elements[start:stop] if "queue_name" in e},
-            ))
+            slices.append(
+                (
+                    {
+                        "specs": dumps(elements[start:stop]),
+                        "payloads": encode_payloads(payloads[start:stop], json_dumps, start),
+                        "preserve_run_at": preserve_run_at,
+                        "count": stop - start,
+                    },
+                    {element["identifier"] for element in elements[start:stop]},
+                    {e["queue_name"] for e in elements[start:stop] if "queue_name" in e},
+                )
+            )
         del elements, payloads, spec_fields  # only the documents travel on
         query = catalog.render("add_jobs", self._schema)
         logger.debug("add_jobs: %d jobs on schema %r", count, self._schema)
@@ -748,9 +796,7 @@ class WorkerUtils:
         """
         return _jobs(self._fetch("complete_jobs", {"job_ids": _job_ids(job_ids)}))
 
-    def permanently_fail_jobs(
-        self, job_ids: Iterable[int], reason: str | None = None
-    ) -> list[Job]:
+    def permanently_fail_jobs(self, job_ids: Iterable[int], reason: str | None = None) -> list[Job]:
         """Mark these jobs permanently failed (attempts = max_attempts) with ``reason`` as
         their last error ("Manually marked as failed" when None); return them.
 
@@ -854,9 +900,7 @@ class WorkerUtils:
                 with atomic(conn, owned=owned), _cursor(conn) as cur:
                     for task, operation in _CLEANUP_ORDER:
                         if task in wanted:
-                            cur.execute(
-                                catalog.render(operation, self._schema), {"keep": keep}
-                            )
+                            cur.execute(catalog.render(operation, self._schema), {"keep": keep})
                             (count,) = cur.fetchone() or (0,)
                             removed[task] = count
             except psycopg.Error as error:

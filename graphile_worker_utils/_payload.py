@@ -115,11 +115,8 @@ def encode_payload(value: Any, json_dumps: JsonDumps | None, field: str = "paylo
             f"{field}: nested too deeply (or refers to itself) to encode as JSON"
         ) from error
     if not isinstance(text, str):
-        raise InvalidJobSpec(
-            f"{field}: json_dumps returned {type(text).__name__}, expected str"
-        )
+        raise InvalidJobSpec(f"{field}: json_dumps returned {type(text).__name__}, expected str")
     return text
-
 
 
 def encode_payloads(payloads: list[Any], json_dumps: JsonDumps | None, offset: int = 0) -> str:

@@ -54,9 +54,7 @@ def check_text(field: str, value: object, max_length: int | None = None) -> str:
     if not value:
         raise InvalidJobSpec(f"{field}: must not be empty")
     if max_length is not None and len(value) > max_length:
-        raise InvalidJobSpec(
-            f"{field}: {len(value)} characters, over the limit of {max_length}"
-        )
+        raise InvalidJobSpec(f"{field}: {len(value)} characters, over the limit of {max_length}")
     if "\x00" in value:
         raise InvalidJobSpec(f"{field}: must not contain NUL characters")
     if not value.isascii():
@@ -164,21 +162,13 @@ class JobSpec:
     )
     #: When the job may run; an aware datetime (a naive one is refused as ambiguous).
     #: None: now (the database's clock, or the application's with ``use_local_time``).
-    run_at: dt.datetime | None = attrs.field(
-        default=None, converter=_run_at, kw_only=True
-    )
+    run_at: dt.datetime | None = attrs.field(default=None, converter=_run_at, kw_only=True)
     #: Lower runs first; a smallint (-32768..32767). None: 0.
-    priority: int | None = attrs.field(
-        default=None, converter=_priority, kw_only=True
-    )
+    priority: int | None = attrs.field(default=None, converter=_priority, kw_only=True)
     #: Attempts before the job is permanently failed, 1..32767. None: 25.
-    max_attempts: int | None = attrs.field(
-        default=None, converter=_max_attempts, kw_only=True
-    )
+    max_attempts: int | None = attrs.field(default=None, converter=_max_attempts, kw_only=True)
     #: A unique name for the job (1..512 characters) to replace or deduplicate it later.
-    job_key: str | None = attrs.field(
-        default=None, converter=_job_key, kw_only=True
-    )
+    job_key: str | None = attrs.field(default=None, converter=_job_key, kw_only=True)
     #: What to do when a job with ``job_key`` exists; None: REPLACE. Ignored without a key.
     job_key_mode: JobKeyMode | None = attrs.field(
         default=None, converter=_to_job_key_mode, kw_only=True
@@ -218,18 +208,10 @@ class RawJobSpec:
 class RescheduleOptions:
     """What :meth:`WorkerUtils.reschedule_jobs` changes; a None field is left as it is."""
 
-    run_at: dt.datetime | None = attrs.field(
-        default=None, converter=_run_at, kw_only=True
-    )
-    priority: int | None = attrs.field(
-        default=None, converter=_priority, kw_only=True
-    )
-    attempts: int | None = attrs.field(
-        default=None, converter=_attempts, kw_only=True
-    )
-    max_attempts: int | None = attrs.field(
-        default=None, converter=_max_attempts, kw_only=True
-    )
+    run_at: dt.datetime | None = attrs.field(default=None, converter=_run_at, kw_only=True)
+    priority: int | None = attrs.field(default=None, converter=_priority, kw_only=True)
+    attempts: int | None = attrs.field(default=None, converter=_attempts, kw_only=True)
+    max_attempts: int | None = attrs.field(default=None, converter=_max_attempts, kw_only=True)
 
 
 @runtime_checkable

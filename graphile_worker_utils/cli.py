@@ -344,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_job.add_argument("--queue", dest="queue_name", help="the queue (jobs run one at a time)")
     add_job.add_argument(
-        "--run-at", type=_aware_datetime, metavar="ISO8601",
+        "--run-at",
+        type=_aware_datetime,
+        metavar="ISO8601",
         help="when it may run, with a UTC offset (2030-01-31T09:00:00+01:00); default now",
     )
     add_job.add_argument("--priority", type=int, help="lower runs first (default 0)")
@@ -356,7 +358,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="what an existing job with the key becomes (default replace)",
     )
     add_job.add_argument(
-        "--flag", dest="flags", action="append", metavar="FLAG",
+        "--flag",
+        dest="flags",
+        action="append",
+        metavar="FLAG",
         help="a flag workers can be told to skip (repeatable)",
     )
     _add_json_option(add_job)
@@ -372,15 +377,21 @@ def build_parser() -> argparse.ArgumentParser:
         "transaction (all or nothing) unless --commit-every-batch is given.",
     )
     add_jobs.add_argument(
-        "file", metavar="FILE", nargs="?", default="-",
+        "file",
+        metavar="FILE",
+        nargs="?",
+        default="-",
         help="the JSON-lines file; '-' or nothing: stdin",
     )
     add_jobs.add_argument(
-        "--batch-size", type=_positive_int, default=DEFAULT_BATCH_SIZE,
+        "--batch-size",
+        type=_positive_int,
+        default=DEFAULT_BATCH_SIZE,
         help=f"jobs per statement (default {DEFAULT_BATCH_SIZE})",
     )
     add_jobs.add_argument(
-        "--commit-every-batch", action="store_true",
+        "--commit-every-batch",
+        action="store_true",
         help="commit each batch on its own: an error keeps the batches before it (and says"
         " which line to resume from)",
     )
@@ -425,11 +436,20 @@ def build_parser() -> argparse.ArgumentParser:
         "  GC_JOB_QUEUES",
     )
     cleanup.add_argument(
-        "--task", dest="tasks", action="append", type=_cleanup_tasks, required=True,
-        metavar="TASK", help="a cleanup task (repeatable, or comma-separated)",
+        "--task",
+        dest="tasks",
+        action="append",
+        type=_cleanup_tasks,
+        required=True,
+        metavar="TASK",
+        help="a cleanup task (repeatable, or comma-separated)",
     )
     cleanup.add_argument(
-        "--keep-task", dest="keep", action="append", default=[], metavar="IDENTIFIER",
+        "--keep-task",
+        dest="keep",
+        action="append",
+        default=[],
+        metavar="IDENTIFIER",
         help="a task identifier GC_TASK_IDENTIFIERS must keep (repeatable)",
     )
     _add_json_option(cleanup)
@@ -439,11 +459,17 @@ def build_parser() -> argparse.ArgumentParser:
         "jobs per task and queue: ready, scheduled, running, retrying, failed; locked queues",
     )
     status.add_argument(
-        "--task", dest="task_identifiers", action="append", metavar="IDENTIFIER",
+        "--task",
+        dest="task_identifiers",
+        action="append",
+        metavar="IDENTIFIER",
         help="only this task (repeatable)",
     )
     status.add_argument(
-        "--queue", dest="queue_names", action="append", metavar="QUEUE",
+        "--queue",
+        dest="queue_names",
+        action="append",
+        metavar="QUEUE",
         help="only this queue (repeatable)",
     )
     status.add_argument("--json", action="store_true", help="print one JSON document")
@@ -529,7 +555,7 @@ def _connection_error(error: Exception, masker: Masker) -> CliError:
         "no password supplied",
         "pg_hba.conf",
         "password is required",
-        "role \"",
+        'role "',
     )
     if sqlstate.startswith("28") or any(marker in lowered for marker in auth_markers):
         return CliError(ExitCode.AUTHENTICATION, f"authentication failed: {text}")
@@ -553,8 +579,10 @@ def connect(ctx: Context) -> Iterator[psycopg.Connection[Any]]:
         ) from error
     kwargs: dict[str, Any] = {"autocommit": True, "fallback_application_name": PROG}
     timeout = ctx.args.connect_timeout
-    if timeout is None and "connect_timeout" not in params and not os.environ.get(
-        "PGCONNECT_TIMEOUT"
+    if (
+        timeout is None
+        and "connect_timeout" not in params
+        and not os.environ.get("PGCONNECT_TIMEOUT")
     ):
         timeout = DEFAULT_CONNECT_TIMEOUT
     if timeout is not None:
@@ -777,8 +805,17 @@ def status_document(
 
 def status_table(document: dict[str, Any]) -> list[str]:
     """The ``status`` document as an aligned text table (and the locked queues below it)."""
-    headers = ["TASK", "QUEUE", "READY", "SCHEDULED", "RUNNING", "RETRYING", "FAILED",
-               "OLDEST READY", "QUEUE LOCKED BY"]
+    headers = [
+        "TASK",
+        "QUEUE",
+        "READY",
+        "SCHEDULED",
+        "RUNNING",
+        "RETRYING",
+        "FAILED",
+        "OLDEST READY",
+        "QUEUE LOCKED BY",
+    ]
     table = [headers]
     for group in document["groups"]:
         table.append(
@@ -932,7 +969,7 @@ def parse_job_line(line: str, where: str) -> RawJobSpec:
             f" allowed: {', '.join(JOB_LINE_FIELDS)}",
         )
     if "identifier" not in data:
-        raise CliError(ExitCode.INVALID_JOB, f"{where}: missing \"identifier\"")
+        raise CliError(ExitCode.INVALID_JOB, f'{where}: missing "identifier"')
     run_at = data.get("run_at")
     if isinstance(run_at, str):
         try:
@@ -1137,9 +1174,7 @@ def cmd_complete(ctx: Context) -> int:
 def cmd_fail(ctx: Context) -> int:
     """``fail IDS... [--reason TEXT]``."""
     with open_utils(ctx) as (utils, _):
-        jobs = _library_call(
-            lambda: utils.permanently_fail_jobs(ctx.args.job_ids, ctx.args.reason)
-        )
+        jobs = _library_call(lambda: utils.permanently_fail_jobs(ctx.args.job_ids, ctx.args.reason))
     print_jobs(ctx, jobs, as_json=ctx.args.json)
     _skipped_note(ctx, "failed", ctx.args.job_ids, jobs)
     return ExitCode.OK
@@ -1295,8 +1330,10 @@ def run_demo(ctx: Context, conninfo: str, schema: str, *, drop_schema: bool) -> 
         try:
             utils = WorkerUtils(conn, schema=schema)
             report = utils.migrate()
-            ctx.out(f"\n1. migrate(): schema at revision {report.revision}"
-                    f" ({len(report.applied)} revisions applied)")
+            ctx.out(
+                f"\n1. migrate(): schema at revision {report.revision}"
+                f" ({len(report.applied)} revisions applied)"
+            )
 
             ctx.out("\n2. enqueue three jobs in one transaction and commit it:")
             soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)
@@ -1310,19 +1347,25 @@ def run_demo(ctx: Context, conninfo: str, schema: str, *, drop_schema: bool) -> 
                 utils.add_raw_jobs(
                     [RawJobSpec("resize_image", {"image": "cat.png"}, JobSpec(queue_name="media"))]
                 )
-            ctx.out(f"   committed: {_demo_jobs(ctx, conn, schema)} jobs"
-                    f" (job {welcome.id} send_welcome, job {reminder.id} remind_unpaid, ...)")
+            ctx.out(
+                f"   committed: {_demo_jobs(ctx, conn, schema)} jobs"
+                f" (job {welcome.id} send_welcome, job {reminder.id} remind_unpaid, ...)"
+            )
 
             ctx.out("\n3. enqueue two more, then roll the transaction back:")
             with conn.transaction():
                 utils.add_raw_jobs(
-                    [RawJobSpec("send_welcome", {"user_id": 43}),
-                     RawJobSpec("send_welcome", {"user_id": 44})]
+                    [
+                        RawJobSpec("send_welcome", {"user_id": 43}),
+                        RawJobSpec("send_welcome", {"user_id": 44}),
+                    ]
                 )
                 inside = _demo_jobs(ctx, conn, schema)
                 raise psycopg.Rollback()
-            ctx.out(f"   inside the transaction: {inside} jobs; after the rollback:"
-                    f" {_demo_jobs(ctx, conn, schema)}: the rolled-back jobs never existed")
+            ctx.out(
+                f"   inside the transaction: {inside} jobs; after the rollback:"
+                f" {_demo_jobs(ctx, conn, schema)}: the rolled-back jobs never existed"
+            )
 
             ctx.out("\n4. mark the welcome job permanently failed, then `status`:")
             utils.permanently_fail_jobs([welcome.id], "demo: pretend it failed")

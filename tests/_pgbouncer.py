@@ -262,8 +262,7 @@ def running_pgbouncer(
         failures: list[str] = []
         for _attempt in range(3):  # the free port may be taken between probe and bind
             port = _free_port()
-            ini = _write_config(folder, server, port, pool_size=pool_size,
-                                settings=settings or {})
+            ini = _write_config(folder, server, port, pool_size=pool_size, settings=settings or {})
             command = [binary]
             if account is not None:
                 for path in (folder, *folder.iterdir()):
@@ -273,7 +272,10 @@ def running_pgbouncer(
             bouncer = PgBouncer(server, PGBOUNCER_HOST, port, version, log_path)
             with open(log_path, "ab") as log:
                 process = subprocess.Popen(
-                    command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,  # a Ctrl-C in the terminal is pytest's, not its
                 )
             try:
@@ -285,8 +287,11 @@ def running_pgbouncer(
                 else:
                     failures.append(
                         f"pgbouncer {' '.join(command)} "
-                        + ("did not answer within 20 s" if process.poll() is None
-                           else f"exited {process.returncode}")
+                        + (
+                            "did not answer within 20 s"
+                            if process.poll() is None
+                            else f"exited {process.returncode}"
+                        )
                         + f"; its log:\n{bouncer.log()}"
                     )
                     if "Address already in use" in bouncer.log():

@@ -62,9 +62,7 @@ def make_interop_database(pg_server: PgServer) -> Iterator[Database]:
     """A new empty database for interop tests, dropped (with whoever is on it) at exit."""
     name = unique_name("interop_")
     with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("create database {} template template0").format(sql.Identifier(name))
-        )
+        admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
     try:
         yield Database(name, pg_server.dsn_for(name), pg_server.node_dsn_for(name))
     finally:
@@ -526,6 +524,4 @@ def interop_fixture(
             yield Interop(interop_database, schema, conn, utils, workers)
         finally:
             workers.close()
-            conn.execute(
-                sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema))
-            )
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))

@@ -263,8 +263,9 @@ def pgbouncer(pg_server: PgServer) -> Iterator[PgBouncer | None]:
         try:
             bouncer = stack.enter_context(running_pgbouncer(pg_server))
         except RuntimeError as exc:
-            pytest.fail(f"{PGBOUNCER_ENV} is set but PgBouncer does not start: {exc}",
-                        pytrace=False)
+            pytest.fail(
+                f"{PGBOUNCER_ENV} is set but PgBouncer does not start: {exc}", pytrace=False
+            )
         stack.enter_context(prepared_statements_off_towards(bouncer))
         with psycopg.connect(bouncer.dsn) as probe:
             assert probe.prepare_threshold is None, "prepare_threshold=None was not applied"

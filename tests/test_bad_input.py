@@ -60,8 +60,6 @@ def assert_message(error: BaseException, patterns: list[str]) -> None:
         assert re.search(pattern, message), f"{pattern!r} not in {message!r}"
 
 
-
-
 @pytest.fixture
 def idle_conn(pg_dsn: str, utils: WorkerUtils) -> Iterator[Connection]:
     """A non-autocommit connection that has sent nothing yet (closed without committing)."""
@@ -78,9 +76,7 @@ def idle_utils(idle_conn: Connection, schema: str) -> WorkerUtils:
 
 
 @pytest.fixture
-def assert_nothing_sent(
-    idle_conn: Connection, conn: Connection, schema: str
-) -> Callable[[], None]:
+def assert_nothing_sent(idle_conn: Connection, conn: Connection, schema: str) -> Callable[[], None]:
     def check() -> None:
         assert idle_conn.info.transaction_status == pq.TransactionStatus.IDLE, (
             "a statement was sent on the caller's connection"
@@ -106,8 +102,9 @@ def stored_payload(conn: Connection, schema: str, job_id: int) -> tuple[str, Any
     return text, value
 
 
-def enqueue(utils: WorkerUtils, via: str, identifier: str, payload: Any,
-            spec: JobSpec | None = None) -> Job:
+def enqueue(
+    utils: WorkerUtils, via: str, identifier: str, payload: Any, spec: JobSpec | None = None
+) -> Job:
     if via == "add_raw_job":
         return utils.add_raw_job(identifier, payload, spec)
     (job,) = utils.add_raw_jobs([RawJobSpec(identifier, payload, spec)])
@@ -152,8 +149,11 @@ SPEC_CASES = [
 
 @pytest.mark.parametrize(("field", "value", "patterns"), SPEC_CASES)
 def test_a_bad_spec_field_is_refused_naming_the_field_and_the_limit_before_any_sql(
-    idle_utils: WorkerUtils, assert_nothing_sent: Callable[[], None],
-    field: str, value: Any, patterns: list[str],
+    idle_utils: WorkerUtils,
+    assert_nothing_sent: Callable[[], None],
+    field: str,
+    value: Any,
+    patterns: list[str],
 ) -> None:
     with pytest.raises(InvalidJobSpec) as raised:
         idle_utils.add_raw_job("task", {}, JobSpec(**{field: value}))
@@ -166,14 +166,22 @@ def test_a_bad_spec_field_is_refused_naming_the_field_and_the_limit_before_any_s
 @POSITIONS
 @pytest.mark.parametrize(("field", "value", "patterns"), SPEC_CASES)
 def test_a_bad_spec_field_anywhere_in_a_batch_writes_nothing(
-    idle_utils: WorkerUtils, assert_nothing_sent: Callable[[], None],
-    field: str, value: Any, patterns: list[str], position: int,
+    idle_utils: WorkerUtils,
+    assert_nothing_sent: Callable[[], None],
+    field: str,
+    value: Any,
+    patterns: list[str],
+    position: int,
 ) -> None:
     with pytest.raises(InvalidJobSpec) as raised:
         idle_utils.add_raw_jobs(
-            batch_with(None, position, lambda i: RawJobSpec(
-                f"good_{i}", {}, JobSpec(**{field: value}) if i == position else None
-            ))
+            batch_with(
+                None,
+                position,
+                lambda i: RawJobSpec(
+                    f"good_{i}", {}, JobSpec(**{field: value}) if i == position else None
+                ),
+            )
         )
 
     assert_message(raised.value, patterns)
@@ -196,8 +204,10 @@ IDENTIFIER_CASES = [
 
 @pytest.mark.parametrize(("identifier", "patterns"), IDENTIFIER_CASES)
 def test_a_bad_identifier_is_refused_before_any_sql(
-    idle_utils: WorkerUtils, assert_nothing_sent: Callable[[], None],
-    identifier: Any, patterns: list[str],
+    idle_utils: WorkerUtils,
+    assert_nothing_sent: Callable[[], None],
+    identifier: Any,
+    patterns: list[str],
 ) -> None:
     with pytest.raises(InvalidJobSpec) as raised:
         idle_utils.add_raw_job(identifier, {})
@@ -209,14 +219,19 @@ def test_a_bad_identifier_is_refused_before_any_sql(
 @POSITIONS
 @pytest.mark.parametrize(("identifier", "patterns"), IDENTIFIER_CASES)
 def test_a_bad_identifier_anywhere_in_a_batch_writes_nothing(
-    idle_utils: WorkerUtils, assert_nothing_sent: Callable[[], None],
-    identifier: Any, patterns: list[str], position: int,
+    idle_utils: WorkerUtils,
+    assert_nothing_sent: Callable[[], None],
+    identifier: Any,
+    patterns: list[str],
+    position: int,
 ) -> None:
     with pytest.raises(InvalidJobSpec) as raised:
         idle_utils.add_raw_jobs(
-            batch_with(None, position, lambda i: RawJobSpec(
-                identifier if i == position else f"good_{i}", {}
-            ))
+            batch_with(
+                None,
+                position,
+                lambda i: RawJobSpec(identifier if i == position else f"good_{i}", {}),
+            )
         )
 
     assert_message(raised.value, patterns)
@@ -226,8 +241,11 @@ def test_a_bad_identifier_anywhere_in_a_batch_writes_nothing(
 @POSITIONS
 @pytest.mark.parametrize(("identifier", "patterns"), IDENTIFIER_CASES)
 def test_a_typed_task_with_a_bad_identifier_anywhere_in_add_jobs_writes_nothing(
-    idle_utils: WorkerUtils, assert_nothing_sent: Callable[[], None],
-    identifier: Any, patterns: list[str], position: int,
+    idle_utils: WorkerUtils,
+    assert_nothing_sent: Callable[[], None],
+    identifier: Any,
+    patterns: list[str],
+    position: int,
 ) -> None:
     @attrs.frozen
     class Good:
@@ -314,8 +332,11 @@ def test_an_item_that_is_not_a_raw_job_spec_anywhere_in_a_batch_is_refused(
     ids=["nan", "infinity", "object", "set", "bytes", "naive-datetime", "decimal-nan"],
 )
 def test_an_unencodable_payload_anywhere_in_a_batch_is_refused_and_writes_nothing(
-    idle_utils: WorkerUtils, assert_nothing_sent: Callable[[], None],
-    payload: Any, patterns: list[str], position: int,
+    idle_utils: WorkerUtils,
+    assert_nothing_sent: Callable[[], None],
+    payload: Any,
+    patterns: list[str],
+    position: int,
 ) -> None:
     with pytest.raises(InvalidJobSpec) as raised:
         idle_utils.add_raw_jobs(batch_with(RawJobSpec("bad", payload), position))
@@ -385,40 +406,50 @@ class Order:
 PAYLOAD_CASES = [
     pytest.param(
         dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
-        "2026-01-02T03:04:05.000006+00:00", id="datetime-utc",
+        "2026-01-02T03:04:05.000006+00:00",
+        id="datetime-utc",
     ),
     pytest.param(
         dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.timezone(dt.timedelta(hours=-5, minutes=-30))),
-        "2026-01-02T03:04:05-05:30", id="datetime-offset",
+        "2026-01-02T03:04:05-05:30",
+        id="datetime-offset",
     ),
     pytest.param(dt.date(2026, 1, 2), "2026-01-02", id="date"),
     pytest.param(dt.time(3, 4, 5), "03:04:05", id="time"),
     pytest.param(dt.time(3, 4, 5, 120000), "03:04:05.120000", id="time-micro"),
     pytest.param(
         uuid.UUID("12345678-1234-5678-1234-567812345678"),
-        "12345678-1234-5678-1234-567812345678", id="uuid",
+        "12345678-1234-5678-1234-567812345678",
+        id="uuid",
     ),
     pytest.param(decimal.Decimal("12.50"), "12.50", id="decimal"),
     pytest.param(
         decimal.Decimal("12345678901234567890.123456789012345678901"),
-        "12345678901234567890.123456789012345678901", id="decimal-long",
+        "12345678901234567890.123456789012345678901",
+        id="decimal-long",
     ),
     pytest.param(Color.RED, "red", id="enum-str"),
     pytest.param(Level.HIGH, 3, id="enum-int"),
     pytest.param(
         Line("sku-1", decimal.Decimal("2.0"), Color.RED),
-        {"sku": "sku-1", "quantity": "2.0", "color": "red"}, id="attrs",
+        {"sku": "sku-1", "quantity": "2.0", "color": "red"},
+        id="attrs",
     ),
     pytest.param(
         Order(7, [Line("a", decimal.Decimal("1"), Color.RED)], dt.date(2026, 1, 2)),
-        {"number": 7, "lines": [{"sku": "a", "quantity": "1", "color": "red"}],
-         "ordered_on": "2026-01-02"},
+        {
+            "number": 7,
+            "lines": [{"sku": "a", "quantity": "1", "color": "red"}],
+            "ordered_on": "2026-01-02",
+        },
         id="dataclass-nested-attrs",
     ),
     pytest.param(
         {"when": [dt.date(2026, 1, 2), (1, "two")], "nested": {"id": uuid.UUID(int=1)}},
-        {"when": ["2026-01-02", [1, "two"]],
-         "nested": {"id": "00000000-0000-0000-0000-000000000001"}},
+        {
+            "when": ["2026-01-02", [1, "two"]],
+            "nested": {"id": "00000000-0000-0000-0000-000000000001"},
+        },
         id="containers",
     ),
 ]
@@ -444,8 +475,11 @@ def test_a_typed_task_payload_is_its_fields_encoded_by_the_same_rules(
 
     job = utils.add_job(order)
 
-    expected = {"number": 7, "lines": [{"sku": "a", "quantity": "1.10", "color": "red"}],
-                "ordered_on": "2026-01-02"}
+    expected = {
+        "number": 7,
+        "lines": [{"sku": "a", "quantity": "1.10", "color": "red"}],
+        "ordered_on": "2026-01-02",
+    }
     assert job.payload == expected
     assert stored_payload(conn, schema, job.id)[1] == expected
 
@@ -469,8 +503,10 @@ def test_a_typed_task_payload_is_its_fields_encoded_by_the_same_rules(
     ],
 )
 def test_a_payload_that_cannot_be_encoded_is_refused_before_any_sql(
-    idle_utils: WorkerUtils, assert_nothing_sent: Callable[[], None],
-    payload: Any, patterns: list[str],
+    idle_utils: WorkerUtils,
+    assert_nothing_sent: Callable[[], None],
+    payload: Any,
+    patterns: list[str],
 ) -> None:
     with pytest.raises(InvalidJobSpec) as raised:
         idle_utils.add_raw_job("task", payload)
@@ -614,7 +650,8 @@ def test_sql_like_text_in_every_maintenance_argument_is_data(
     assert marked.last_error == text
     assert removed is not None and removed.id == keyed.id
     assert cleaned == {
-        CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: 1, CleanupTask.GC_TASK_IDENTIFIERS: 0
+        CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: 1,
+        CleanupTask.GC_TASK_IDENTIFIERS: 0,
     }
     (locked_by,) = conn.execute(
         sql.SQL("select locked_by from {} where id = %s").format(table(schema, "_private_jobs")),
@@ -630,11 +667,11 @@ def test_sql_like_text_in_every_maintenance_argument_is_data(
     assert kept == 1
 
 
-@pytest.fixture(params=['x"; drop table y; --', "'; drop table y; -- $$ \\"],
-                ids=["double-quote", "single-quote"])
-def odd_schema(
-    request: pytest.FixtureRequest, schema: str, pg_server: PgServer
-) -> Iterator[str]:
+@pytest.fixture(
+    params=['x"; drop table y; --', "'; drop table y; -- $$ \\"],
+    ids=["double-quote", "single-quote"],
+)
+def odd_schema(request: pytest.FixtureRequest, schema: str, pg_server: PgServer) -> Iterator[str]:
     """A schema whose name tries to break out of its quotes (dropped at teardown)."""
     name = schema + request.param
     yield name

@@ -24,9 +24,9 @@ def utils(conn: Conn, schema: str, monkeypatch: pytest.MonkeyPatch) -> WorkerUti
 
 
 def stored(conn: Conn, schema: str) -> list[tuple[Any, ...]]:
-    query = sql.SQL(
-        "select id, task_identifier, queue_name from {}.jobs order by id"
-    ).format(sql.Identifier(schema))
+    query = sql.SQL("select id, task_identifier, queue_name from {}.jobs order by id").format(
+        sql.Identifier(schema)
+    )
     return conn.execute(query).fetchall()
 
 
@@ -45,7 +45,8 @@ def test_a_batch_over_several_slices_returns_every_job_correctly_named(
     for job in jobs:
         i = job.payload["i"]
         assert (job.task_identifier, job.queue_name) == (
-            f"task_{i % 5}", f"q{i % 3}" if i % 2 else None
+            f"task_{i % 5}",
+            f"q{i % 3}" if i % 2 else None,
         ), job
 
 

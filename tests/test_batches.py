@@ -51,8 +51,6 @@ def assert_labelled_like_the_database(conn: Connection, schema: str, jobs: list[
         assert job.job_queue_id == (None if job.queue_name is None else queues[job.queue_name])
 
 
-
-
 def assert_batch_labelled_as_planned(
     utils: WorkerUtils, conn: Connection, schema: str, plan: list[tuple[str, str | None]]
 ) -> None:
@@ -181,9 +179,7 @@ def test_each_job_of_a_batch_gets_its_own_spec(
         "k2": JobSpec(job_key="k2", max_attempts=9, priority=4),
     }
 
-    jobs = utils.add_raw_jobs(
-        RawJobSpec("t", {"key": key}, spec) for key, spec in specs.items()
-    )
+    jobs = utils.add_raw_jobs(RawJobSpec("t", {"key": key}, spec) for key, spec in specs.items())
 
     by_key = {job.key: job for job in jobs}
     assert set(by_key) == set(specs)
@@ -212,8 +208,11 @@ def test_use_local_time_gives_every_unscheduled_job_of_a_batch_one_run_at_from_t
     before = dt.datetime.now(UTC)
 
     jobs = local.add_raw_jobs(
-        [RawJobSpec("a", {"n": 1}), RawJobSpec("b", {"n": 2}, JobSpec(run_at=explicit)),
-         RawJobSpec("a", {"n": 3}, JobSpec(queue_name="q"))]
+        [
+            RawJobSpec("a", {"n": 1}),
+            RawJobSpec("b", {"n": 2}, JobSpec(run_at=explicit)),
+            RawJobSpec("a", {"n": 3}, JobSpec(queue_name="q")),
+        ]
     )
 
     after = dt.datetime.now(UTC)
@@ -225,9 +224,10 @@ def test_use_local_time_gives_every_unscheduled_job_of_a_batch_one_run_at_from_t
 
 def test_a_batch_notifies_workers_once_with_its_size(fresh_database: FreshDatabase) -> None:
     # A database of its own: notification channels are shared by every schema of a database.
-    with psycopg.connect(fresh_database.dsn, autocommit=True) as owner, psycopg.connect(
-        fresh_database.dsn, autocommit=True
-    ) as listener:
+    with (
+        psycopg.connect(fresh_database.dsn, autocommit=True) as owner,
+        psycopg.connect(fresh_database.dsn, autocommit=True) as listener,
+    ):
         worker_utils = WorkerUtils(owner)
         worker_utils.migrate()
         listener.execute('listen "jobs:insert"')
@@ -264,9 +264,7 @@ def test_an_empty_batch_does_not_borrow_a_connection_from_the_pool(
     assert worker_utils.add_jobs([]) == []
 
 
-def test_an_empty_batch_sends_no_statement(
-    utils: WorkerUtils, pg_dsn: str, schema: str
-) -> None:
+def test_an_empty_batch_sends_no_statement(utils: WorkerUtils, pg_dsn: str, schema: str) -> None:
     with psycopg.connect(pg_dsn) as caller:
         assert WorkerUtils(caller, schema=schema).add_raw_jobs([]) == []
 
@@ -340,9 +338,7 @@ def test_add_jobs_takes_bare_tasks_and_task_spec_pairs_in_one_call(
     assert_labelled_like_the_database(conn, schema, jobs)
 
 
-def test_add_job_enqueues_one_typed_task(
-    utils: WorkerUtils, conn: Connection, schema: str
-) -> None:
+def test_add_job_enqueues_one_typed_task(utils: WorkerUtils, conn: Connection, schema: str) -> None:
     job = utils.add_job(SendEmail("ada"), JobSpec(queue_name="mail", job_key="welcome:ada"))
 
     assert (job.task_identifier, job.queue_name, job.key) == ("send_email", "mail", "welcome:ada")

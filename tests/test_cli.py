@@ -127,8 +127,19 @@ def test_help_lists_every_subcommand_and_the_exit_codes(script: bool) -> None:
     assert SCRIPT.is_file(), f"{SCRIPT} is missing: pip install -e . first"
     done = run("--help", script=script)
     assert done.returncode == 0, done.stderr
-    for command in ("migrate", "add-job", "add-jobs", "remove-job", "complete", "fail",
-                    "reschedule", "unlock-workers", "cleanup", "status", "demo"):
+    for command in (
+        "migrate",
+        "add-job",
+        "add-jobs",
+        "remove-job",
+        "complete",
+        "fail",
+        "reschedule",
+        "unlock-workers",
+        "cleanup",
+        "status",
+        "demo",
+    ):
         assert command in done.stdout
     for code in ExitCode:
         assert f"{code.value:>3}  " in done.stdout, code
@@ -190,9 +201,7 @@ def test_migrate_check_says_missing_then_migrate_installs_then_current(
     assert again.returncode == 0 and "already at revision 20" in again.stdout
 
 
-def test_migrate_check_says_behind(
-    dsn: str, migrated: str, conn: psycopg.Connection[Any]
-) -> None:
+def test_migrate_check_says_behind(dsn: str, migrated: str, conn: psycopg.Connection[Any]) -> None:
     execute(conn, migrated, "delete from {s}.migrations where id = 20")
     check = cli(dsn, migrated, "migrate", "--check")
     assert check.returncode == ExitCode.SCHEMA_BEHIND
@@ -227,8 +236,12 @@ def test_a_newer_compatible_revision_is_accepted_with_a_one_line_warning(
 
 
 def test_commands_on_a_schema_that_was_never_migrated_exit_5(dsn: str, schema: str) -> None:
-    for args in (("status",), ("add-job", "x"), ("complete", "1"), ("cleanup", "--task",
-                                                                    "GC_JOB_QUEUES")):
+    for args in (
+        ("status",),
+        ("add-job", "x"),
+        ("complete", "1"),
+        ("cleanup", "--task", "GC_JOB_QUEUES"),
+    ):
         line = assert_one_line_error(cli(dsn, schema, *args), ExitCode.SCHEMA_MISSING)
         assert "migrate" in line
 
@@ -238,10 +251,29 @@ def test_commands_on_a_schema_that_was_never_migrated_exit_5(dsn: str, schema: s
 
 def test_add_job_with_every_option(dsn: str, migrated: str, conn: psycopg.Connection[Any]) -> None:
     done = cli(
-        dsn, migrated, "add-job", "send_email", '{"to": "ada@example.com", "n": [1, 2]}',
-        "--queue", "mail", "--run-at", "2030-01-31T09:00:00+01:00", "--priority", "-3",
-        "--max-attempts", "4", "--job-key", "welcome:1", "--job-key-mode", "replace",
-        "--flag", "slow", "--flag", "smtp", "--json", script=True,
+        dsn,
+        migrated,
+        "add-job",
+        "send_email",
+        '{"to": "ada@example.com", "n": [1, 2]}',
+        "--queue",
+        "mail",
+        "--run-at",
+        "2030-01-31T09:00:00+01:00",
+        "--priority",
+        "-3",
+        "--max-attempts",
+        "4",
+        "--job-key",
+        "welcome:1",
+        "--job-key-mode",
+        "replace",
+        "--flag",
+        "slow",
+        "--flag",
+        "smtp",
+        "--json",
+        script=True,
     )
     assert done.returncode == 0, done.stderr
     printed = json.loads(done.stdout)
@@ -264,8 +296,17 @@ def test_add_job_preserve_run_at_keeps_the_pending_jobs_time(
     first = cli(dsn, migrated, "add-job", "t", "--job-key", "k", "--run-at", "2030-01-01T00:00Z")
     assert first.returncode == 0, first.stderr
     second = cli(
-        dsn, migrated, "add-job", "t", '{"v": 2}', "--job-key", "k", "--job-key-mode",
-        "preserve_run_at", "--run-at", "2031-01-01T00:00Z",
+        dsn,
+        migrated,
+        "add-job",
+        "t",
+        '{"v": 2}',
+        "--job-key",
+        "k",
+        "--job-key-mode",
+        "preserve_run_at",
+        "--run-at",
+        "2031-01-01T00:00Z",
     )
     assert second.returncode == 0, second.stderr
     (row,) = jobs(conn, migrated)
@@ -326,20 +367,35 @@ def test_add_jobs_from_a_file_in_batches(
     path.write_text(
         job_lines(5)
         + "\n"  # blank lines are skipped
-        + json.dumps({"identifier": "other", "queue_name": "q", "run_at": "2030-01-01T00:00Z",
-                      "priority": 2, "max_attempts": 3, "job_key": "k", "flags": ["f"]})
+        + json.dumps(
+            {
+                "identifier": "other",
+                "queue_name": "q",
+                "run_at": "2030-01-01T00:00Z",
+                "priority": 2,
+                "max_attempts": 3,
+                "job_key": "k",
+                "flags": ["f"],
+            }
+        )
         + "\n"
     )
     done = cli(dsn, migrated, "add-jobs", str(path), "--batch-size", "2", script=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.splitlines() == [
-        done.stdout.strip()
-    ] and done.stdout.startswith("added 6 jobs in 3 batches in one transaction")
+    assert done.stdout.splitlines() == [done.stdout.strip()] and done.stdout.startswith(
+        "added 6 jobs in 3 batches in one transaction"
+    )
     rows = jobs(conn, migrated)
     assert sorted(row["payload"].get("n", -1) for row in rows) == [-1, 0, 1, 2, 3, 4]
     (other,) = [row for row in rows if row["identifier"] == "other"]
-    assert (other["queue_name"], other["priority"], other["max_attempts"], other["key"],
-            other["flags"], other["run_at"].year) == ("q", 2, 3, "k", {"f": True}, 2030)
+    assert (
+        other["queue_name"],
+        other["priority"],
+        other["max_attempts"],
+        other["key"],
+        other["flags"],
+        other["run_at"].year,
+    ) == ("q", 2, 3, "k", {"f": True}, 2030)
 
 
 def test_add_jobs_reads_stdin(dsn: str, migrated: str, conn: psycopg.Connection[Any]) -> None:
@@ -400,10 +456,25 @@ def test_add_jobs_shows_progress_on_a_terminal(
     controller, terminal = pty.openpty()
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "graphile_worker_utils", "add-jobs", str(path),
-             "--batch-size", "10", "-c", dsn, "-s", migrated],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=terminal,
-            env=clean_env(), timeout=60, check=False,
+            [
+                sys.executable,
+                "-m",
+                "graphile_worker_utils",
+                "add-jobs",
+                str(path),
+                "--batch-size",
+                "10",
+                "-c",
+                dsn,
+                "-s",
+                migrated,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=terminal,
+            env=clean_env(),
+            timeout=60,
+            check=False,
         )
         os.close(terminal)
         shown = b""
@@ -488,8 +559,16 @@ def test_reschedule_changes_only_the_given_options(
 ) -> None:
     job_id = add(conn, migrated, "t", priority=1, max_attempts=9)
     done = cli(
-        dsn, migrated, "reschedule", str(job_id), "--run-at", "2032-02-02T02:02:02Z",
-        "--priority", "7", "--attempts", "2",
+        dsn,
+        migrated,
+        "reschedule",
+        str(job_id),
+        "--run-at",
+        "2032-02-02T02:02:02Z",
+        "--priority",
+        "7",
+        "--attempts",
+        "2",
     )
     assert done.returncode == 0, done.stderr
     (row,) = jobs(conn, migrated)
@@ -507,10 +586,17 @@ def test_unlock_workers_releases_jobs_and_queues(
     dsn: str, migrated: str, conn: psycopg.Connection[Any]
 ) -> None:
     job_id = add(conn, migrated, "t", queue_name="q")
-    execute(conn, migrated, "update {s}._private_jobs set locked_at = now(),"
-            " locked_by = 'pool-crashed' where id = %s", job_id)
-    execute(conn, migrated, "update {s}._private_job_queues set locked_at = now(),"
-            " locked_by = 'pool-crashed'")
+    execute(
+        conn,
+        migrated,
+        "update {s}._private_jobs set locked_at = now(), locked_by = 'pool-crashed' where id = %s",
+        job_id,
+    )
+    execute(
+        conn,
+        migrated,
+        "update {s}._private_job_queues set locked_at = now(), locked_by = 'pool-crashed'",
+    )
     done = cli(dsn, migrated, "unlock-workers", "pool-crashed", "pool-other")
     assert done.returncode == 0, done.stderr
     assert "2 worker(s)" in done.stdout
@@ -535,8 +621,16 @@ def test_cleanup_prints_what_it_removed_and_keeps_the_named_tasks(
     alive = add(conn, migrated, "alive")
 
     done = cli(
-        dsn, migrated, "cleanup", "--task", "DELETE_PERMAFAILED_JOBS,gc-task-identifiers",
-        "--task", "GC_JOB_QUEUES", "--keep-task", "served", script=True,
+        dsn,
+        migrated,
+        "cleanup",
+        "--task",
+        "DELETE_PERMAFAILED_JOBS,gc-task-identifiers",
+        "--task",
+        "GC_JOB_QUEUES",
+        "--keep-task",
+        "served",
+        script=True,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
@@ -575,13 +669,22 @@ def test_status_counts_each_state_per_task_and_queue(
     failed = add(conn, migrated, "mail", queue_name="q")
     add(conn, migrated, "other")  # ready, outside any queue
     del ready
-    execute(conn, migrated, "update {s}._private_jobs set locked_at = now(),"
-            " locked_by = 'pool-1' where id = %s", running)
-    execute(conn, migrated, "update {s}._private_job_queues set locked_at = now(),"
-            " locked_by = 'pool-1' where queue_name = 'q'")
+    execute(
+        conn,
+        migrated,
+        "update {s}._private_jobs set locked_at = now(), locked_by = 'pool-1' where id = %s",
+        running,
+    )
+    execute(
+        conn,
+        migrated,
+        "update {s}._private_job_queues set locked_at = now(),"
+        " locked_by = 'pool-1' where queue_name = 'q'",
+    )
     execute(conn, migrated, "update {s}._private_jobs set attempts = 1 where id = %s", retrying)
-    execute(conn, migrated, "update {s}._private_jobs set attempts = max_attempts where id = %s",
-            failed)
+    execute(
+        conn, migrated, "update {s}._private_jobs set attempts = max_attempts where id = %s", failed
+    )
 
     done = cli(dsn, migrated, "status", "--json")
     assert done.returncode == 0, done.stderr
@@ -589,10 +692,9 @@ def test_status_counts_each_state_per_task_and_queue(
     assert document["schema"] == migrated and document["revision"] == 20
     groups = {(g["task_identifier"], g["queue_name"]): g for g in document["groups"]}
     mail = groups[("mail", "q")]
-    assert {k: mail[k] for k in ("ready", "scheduled", "running", "retrying",
-                                 "permanently_failed")} == {
-        "ready": 1, "scheduled": 1, "running": 1, "retrying": 1, "permanently_failed": 1
-    }
+    assert {
+        k: mail[k] for k in ("ready", "scheduled", "running", "retrying", "permanently_failed")
+    } == {"ready": 1, "scheduled": 1, "running": 1, "retrying": 1, "permanently_failed": 1}
     assert mail["oldest_ready_age_seconds"] > 3600 * 24 * 365
     assert mail["queue_locked_by"] == "pool-1"
     assert groups[("other", None)]["ready"] == 1
@@ -603,8 +705,10 @@ def test_status_counts_each_state_per_task_and_queue(
     assert table.returncode == 0, table.stderr
     lines = table.stdout.splitlines()
     assert lines[1].split()[:3] == ["TASK", "QUEUE", "READY"]
-    assert any(line.split()[:7] == ["mail", "q", "1", "1", "1", "1", "1"]
-               and line.endswith("pool-1") for line in lines)
+    assert any(
+        line.split()[:7] == ["mail", "q", "1", "1", "1", "1", "1"] and line.endswith("pool-1")
+        for line in lines
+    )
     assert any(line.startswith("  q  locked by pool-1") for line in lines)
 
     only_other = json.loads(cli(dsn, migrated, "status", "--json", "--task", "other").stdout)
@@ -629,15 +733,18 @@ def closed_port() -> int:
 def test_database_url_and_schema_variable_are_used(
     dsn: str, migrated: str, conn: psycopg.Connection[Any]
 ) -> None:
-    done = run("add-job", "from_env", env=clean_env(DATABASE_URL=dsn,
-                                                   GRAPHILE_WORKER_SCHEMA=migrated))
+    done = run(
+        "add-job", "from_env", env=clean_env(DATABASE_URL=dsn, GRAPHILE_WORKER_SCHEMA=migrated)
+    )
     assert done.returncode == 0, done.stderr
     assert [row["identifier"] for row in jobs(conn, migrated)] == ["from_env"]
 
 
 def test_connection_option_wins_over_database_url(dsn: str, migrated: str) -> None:
-    env = clean_env(DATABASE_URL=f"postgresql://nobody@127.0.0.1:{closed_port()}/x",
-                    GRAPHILE_WORKER_SCHEMA=migrated)
+    env = clean_env(
+        DATABASE_URL=f"postgresql://nobody@127.0.0.1:{closed_port()}/x",
+        GRAPHILE_WORKER_SCHEMA=migrated,
+    )
     done = run("-c", dsn, "status", env=env)
     assert done.returncode == 0, done.stderr
 
@@ -645,8 +752,13 @@ def test_connection_option_wins_over_database_url(dsn: str, migrated: str) -> No
 def test_libpq_variables_are_used_when_nothing_else_is_given(
     pg_server: PgServer, migrated: str
 ) -> None:
-    env = clean_env(PGHOST=pg_server.host, PGPORT=str(pg_server.port), PGUSER=pg_server.user,
-                    PGDATABASE=pg_server.dbname, GRAPHILE_WORKER_SCHEMA=migrated)
+    env = clean_env(
+        PGHOST=pg_server.host,
+        PGPORT=str(pg_server.port),
+        PGUSER=pg_server.user,
+        PGDATABASE=pg_server.dbname,
+        GRAPHILE_WORKER_SCHEMA=migrated,
+    )
     if pg_server.password:
         env["PGPASSWORD"] = pg_server.password
     done = run("migrate", "--check", env=env)
@@ -655,8 +767,13 @@ def test_libpq_variables_are_used_when_nothing_else_is_given(
 
 def test_unreachable_database_exits_3(schema: str) -> None:
     line = assert_one_line_error(
-        run("status", "-c", f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres",
-            "-s", schema),
+        run(
+            "status",
+            "-c",
+            f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres",
+            "-s",
+            schema,
+        ),
         ExitCode.UNREACHABLE,
     )
     assert "cannot connect" in line
@@ -679,8 +796,10 @@ def test_password_is_masked_in_errors_and_debug_output() -> None:
 
 
 def test_password_is_masked_in_a_malformed_connection_string() -> None:
-    for conninfo in (f"host=127.0.0.1 password={SECRET} oops",
-                     f"postgresql://app:{SECRET}@127.0.0.1/app?bogus=1"):
+    for conninfo in (
+        f"host=127.0.0.1 password={SECRET} oops",
+        f"postgresql://app:{SECRET}@127.0.0.1/app?bogus=1",
+    ):
         done = run("--debug", "status", "-c", conninfo)
         assert done.returncode == ExitCode.USAGE, done.stderr
         assert "invalid connection string" in done.stderr.splitlines()[-1]
@@ -720,11 +839,18 @@ def password_refusing_server() -> Iterator[int]:
             read_exactly(client, 1)
             (length,) = struct.unpack("!i", read_exactly(client, 4))
             read_exactly(client, length - 4)
-            fields = b"".join(
-                code + text.encode() + b"\0"
-                for code, text in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", "28P01"),
-                                   (b"M", 'password authentication failed for user "app"'))
-            ) + b"\0"
+            fields = (
+                b"".join(
+                    code + text.encode() + b"\0"
+                    for code, text in (
+                        (b"S", "FATAL"),
+                        (b"V", "FATAL"),
+                        (b"C", "28P01"),
+                        (b"M", 'password authentication failed for user "app"'),
+                    )
+                )
+                + b"\0"
+            )
             client.sendall(b"E" + struct.pack("!i", len(fields) + 4) + fields)
 
     def accept() -> None:

@@ -453,4 +453,3 @@ def test_the_worker_honours_the_run_at_the_application_gave(interop: Interop) ->
     assert row is not None and row["attempts"] == 0 and row["run_at"] == ahead.run_at, (
         f"job {ahead.id}: expected it waiting, untouched, for {ahead.run_at}; got {row}"
     )
-

@@ -104,9 +104,7 @@ OPERATIONS: dict[str, tuple[Operation, Callable[[dict[str, Any]], bool]]] = {
 
 
 @pytest.mark.parametrize("operation", list(OPERATIONS))
-def test_maintenance_skips_the_job_the_worker_has_locked(
-    interop: Interop, operation: str
-) -> None:
+def test_maintenance_skips_the_job_the_worker_has_locked(interop: Interop, operation: str) -> None:
     run, changed = OPERATIONS[operation]
     worker = interop.start({"hold": {"block": True}})
     running = interop.utils.add_raw_job("hold", {"n": "running"}, JobSpec(max_attempts=5))

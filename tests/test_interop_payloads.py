@@ -203,4 +203,3 @@ def test_payload_arrives_in_the_node_task_as_documented_json(
 
 def test_typed_task_arrives_as_an_object_of_its_fields(delivered: dict[str, Delivery]) -> None:
     assert_received(delivered, TYPED_CASE, TYPED_EXPECTED)
-

@@ -60,8 +60,12 @@ NODE_JOBS: list[dict[str, Any]] = [
 ]
 # What 0.18's addJobs adds in one call.
 NODE_BATCH: list[dict[str, Any]] = [
-    {"identifier": "batch_task", "payload": {"n": 4}, "queueName": "batch_queue",
-     "runAt": LATER.isoformat()},
+    {
+        "identifier": "batch_task",
+        "payload": {"n": 4},
+        "queueName": "batch_queue",
+        "runAt": LATER.isoformat(),
+    },
     {"identifier": "other_task", "payload": {"n": 5}, "runAt": LATER.isoformat()},
 ]
 
@@ -90,7 +94,8 @@ class Legacy:
 
     def node_job(self, identifier: str, payload: Any) -> Report:
         (job,) = [
-            j for j in self.node_jobs.values()
+            j
+            for j in self.node_jobs.values()
             if j["task"] == identifier and j["payload"] == payload
         ]
         return job
@@ -124,9 +129,9 @@ def legacy(
                 package=PACKAGES[version],
             )
             row = conn.execute(
-                sql.SQL(
-                    "select id from {}.add_job('sql_task', %s::json, run_at => %s)"
-                ).format(sql.Identifier(schema)),
+                sql.SQL("select id from {}.add_job('sql_task', %s::json, run_at => %s)").format(
+                    sql.Identifier(schema)
+                ),
                 [json.dumps({"from": "sql"}), LATER],
             ).fetchone()
             assert row is not None
@@ -153,9 +158,7 @@ def legacy(
             )
         finally:
             workers.close()
-            conn.execute(
-                sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema))
-            )
+            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))
 
 
 def as_node_saw_it(job: Job) -> dict[str, Any]:
@@ -209,7 +212,8 @@ def test_enqueue_on_a_schema_graphile_worker_left_runs_on_that_worker(legacy: Le
         f"job {single.id}: expected it labelled node_task/node_queue, got {single}"
     )
     assert (single.task_id, single.job_queue_id) == (
-        node_task["task_id"], node_task["job_queue_id"]
+        node_task["task_id"],
+        node_task["job_queue_id"],
     ), (
         f"job {single.id}: expected graphile-worker's own task and queue rows"
         f" ({node_task['task_id']}, {node_task['job_queue_id']}),"
@@ -249,7 +253,9 @@ def test_remove_job_returns_the_job_graphile_worker_added(legacy: Legacy) -> Non
     assert removed is not None, "remove_job('node_key'): expected the job Node added, got None"
     assert_describes(removed, node_job, "remove_job('node_key')")
     assert (removed.queue_name, removed.key, removed.flags) == (
-        "node_queue", "node_key", ["f1", "f2"]
+        "node_queue",
+        "node_key",
+        ["f1", "f2"],
     ), f"job {removed.id}: expected queue, key and flags as Node added them, got {removed}"
     count = legacy.job_count()
     assert count == len(legacy.node_jobs), (  # the SQL job remains, this one is gone
@@ -278,10 +284,14 @@ def test_complete_reschedule_and_fail_return_the_jobs_graphile_worker_added(
     assert rescheduled.queue_name is None, f"job {rescheduled.id}: expected no queue"
     assert_describes(failed, third, "permanently_fail_jobs")
     assert (failed.queue_name, failed.last_error, failed.is_permanently_failed) == (
-        "node_queue", "retired", True
+        "node_queue",
+        "retired",
+        True,
     ), f"job {failed.id}: expected queue node_queue, permanently failed as 'retired', got {failed}"
     assert (completed.id, completed.task_identifier, completed.payload) == (
-        legacy.sql_job_id, "sql_task", {"from": "sql"}
+        legacy.sql_job_id,
+        "sql_task",
+        {"from": "sql"},
     ), f"job {legacy.sql_job_id}: expected complete_jobs to return the SQL job, got {completed}"
     legacy.assert_not_migrated()
 
@@ -361,9 +371,7 @@ def test_graphile_worker_0_17_runs_jobs_on_a_schema_the_library_migrated(
         utils.migrate()  # revision 20: newer than 0.17 knows, but not breaking
         job = utils.add_raw_job("rec", {"n": 17}, JobSpec(queue_name="q"))
 
-        worker = workers.start(
-            schema, {"rec": {}}, mode="runOnce", package="graphile-worker-0.17"
-        )
+        worker = workers.start(schema, {"rec": {}}, mode="runOnce", package="graphile-worker-0.17")
         code = worker.wait_exit(20)
 
         assert code == 0 and ran_job_ids(worker) == [job.id], (
@@ -382,9 +390,7 @@ def test_graphile_worker_0_16_refuses_a_schema_the_library_migrated(
         utils.migrate()  # includes breaking revision 19, which 0.16 does not know
         job = utils.add_raw_job("rec", {"n": 16})
 
-        worker = workers.start(
-            schema, {"rec": {}}, mode="runOnce", package="graphile-worker-0.16"
-        )
+        worker = workers.start(schema, {"rec": {}}, mode="runOnce", package="graphile-worker-0.16")
         code = worker.wait_exit(20)
 
         fatal = " ".join(r["error"] for r in worker.events("fatal"))

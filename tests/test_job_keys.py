@@ -139,8 +139,6 @@ def assert_has_new_values(job: Job, run_at: dt.datetime = T_NEW) -> None:
     assert job.queue_name == "billing"
 
 
-
-
 # --------------------------------------------------------------------------------------------
 # REPLACE
 
@@ -274,9 +272,7 @@ def test_preserve_run_at_keeps_the_run_at_of_a_pending_job(
 ) -> None:
     old = existing_job(utils, conn, schema, PENDING)
 
-    new = enqueue(
-        utils, via, "send_invoice", {"v": "new"}, replacement(JobKeyMode.PRESERVE_RUN_AT)
-    )
+    new = enqueue(utils, via, "send_invoice", {"v": "new"}, replacement(JobKeyMode.PRESERVE_RUN_AT))
 
     assert (new.id, new.revision) == (old.id, 1)
     assert_has_new_values(new, run_at=T_OLD)
@@ -291,7 +287,10 @@ def test_preserve_run_at_keeps_the_run_at_when_no_new_run_at_is_given(
     old = existing_job(utils, conn, schema, PENDING)
 
     new = enqueue(
-        utils, via, "send_invoice", {"v": "new"},
+        utils,
+        via,
+        "send_invoice",
+        {"v": "new"},
         replacement(JobKeyMode.PRESERVE_RUN_AT, run_at=None),
     )
 
@@ -304,9 +303,7 @@ def test_preserve_run_at_takes_the_new_run_at_of_a_retrying_job(
 ) -> None:
     old = existing_job(utils, conn, schema, RETRYING)
 
-    new = enqueue(
-        utils, via, "send_invoice", {"v": "new"}, replacement(JobKeyMode.PRESERVE_RUN_AT)
-    )
+    new = enqueue(utils, via, "send_invoice", {"v": "new"}, replacement(JobKeyMode.PRESERVE_RUN_AT))
 
     # Only a job that has not been attempted keeps its run_at; a retrying one is replaced.
     assert (new.id, new.revision) == (old.id, 1)
@@ -323,10 +320,14 @@ def test_preserve_run_at_on_one_job_of_a_batch_applies_to_every_keyed_job(
 
     jobs = utils.add_raw_jobs(
         [
-            RawJobSpec("a", {"n": 1}, JobSpec(job_key="k1", run_at=T_NEW,
-                                              job_key_mode=JobKeyMode.REPLACE)),
-            RawJobSpec("a", {"n": 2}, JobSpec(job_key="k2", run_at=T_NEW,
-                                              job_key_mode=JobKeyMode.PRESERVE_RUN_AT)),
+            RawJobSpec(
+                "a", {"n": 1}, JobSpec(job_key="k1", run_at=T_NEW, job_key_mode=JobKeyMode.REPLACE)
+            ),
+            RawJobSpec(
+                "a",
+                {"n": 2},
+                JobSpec(job_key="k2", run_at=T_NEW, job_key_mode=JobKeyMode.PRESERVE_RUN_AT),
+            ),
             RawJobSpec("a", {"n": 3}, JobSpec(job_key="k3", run_at=T_NEW)),
         ]
     )
@@ -336,7 +337,9 @@ def test_preserve_run_at_on_one_job_of_a_batch_applies_to_every_keyed_job(
     assert (by_key["k2"].id, by_key["k2"].run_at) == (second.id, T_OLD)
     assert by_key["k3"].run_at == T_NEW  # a new job takes the run_at it was given
     assert {row["key"]: row["run_at"] for row in job_rows(conn, schema)} == {
-        "k1": T_OLD, "k2": T_OLD, "k3": T_NEW,
+        "k1": T_OLD,
+        "k2": T_OLD,
+        "k3": T_NEW,
     }
 
 
@@ -348,14 +351,16 @@ def test_a_batch_without_preserve_run_at_replaces_every_run_at(
 
     utils.add_raw_jobs(
         [
-            RawJobSpec("a", {}, JobSpec(job_key="k1", run_at=T_NEW,
-                                        job_key_mode=JobKeyMode.REPLACE)),
+            RawJobSpec(
+                "a", {}, JobSpec(job_key="k1", run_at=T_NEW, job_key_mode=JobKeyMode.REPLACE)
+            ),
             RawJobSpec("a", {}, JobSpec(job_key="k2", run_at=T_NEW)),
         ]
     )
 
     assert {row["key"]: row["run_at"] for row in job_rows(conn, schema)} == {
-        "k1": T_NEW, "k2": T_NEW,
+        "k1": T_NEW,
+        "k2": T_NEW,
     }
 
 
@@ -370,9 +375,7 @@ def test_unsafe_dedupe_keeps_the_existing_job_whatever_its_state_and_bumps_its_r
     old = existing_job(utils, conn, schema, state)
     before = job_row(conn, schema, old.id)
 
-    new = utils.add_raw_job(
-        "send_invoice", {"v": "new"}, replacement(JobKeyMode.UNSAFE_DEDUPE)
-    )
+    new = utils.add_raw_job("send_invoice", {"v": "new"}, replacement(JobKeyMode.UNSAFE_DEDUPE))
 
     assert new.id == old.id
     assert new.revision == 1
@@ -404,8 +407,9 @@ def test_unsafe_dedupe_returns_the_existing_job_labelled_with_its_own_task_and_q
     old = existing_job(utils, conn, schema, PENDING)
 
     new = utils.add_raw_job(
-        "other_task", {}, JobSpec(job_key=KEY, queue_name="other_queue",
-                                  job_key_mode=JobKeyMode.UNSAFE_DEDUPE)
+        "other_task",
+        {},
+        JobSpec(job_key=KEY, queue_name="other_queue", job_key_mode=JobKeyMode.UNSAFE_DEDUPE),
     )
 
     assert new.id == old.id
@@ -448,8 +452,12 @@ def test_replace_merges_arrays_again_on_every_replace(
 )
 @BOTH_ENTRY_POINTS
 def test_replace_takes_the_new_payload_unless_both_are_arrays(
-    utils: WorkerUtils, conn: Connection, schema: str, via: str,
-    old_payload: Any, new_payload: Any,
+    utils: WorkerUtils,
+    conn: Connection,
+    schema: str,
+    via: str,
+    old_payload: Any,
+    new_payload: Any,
 ) -> None:
     old = utils.add_raw_job("digest", old_payload, JobSpec(job_key=KEY))
 
@@ -587,10 +595,6 @@ def race_for_key(pg_dsn: str, schema: str, key: str, enqueue_call: Callable[[], 
     return outcome
 
 
-
-
-
-
 def assert_rescheduled_after_the_race(conn: Connection, schema: str, old: Job, new: Job) -> None:
     assert isinstance(new.id, int) and new.id != old.id
     assert (new.key, new.revision, new.payload) == (KEY, 0, {"v": "new"})
@@ -609,7 +613,9 @@ def test_add_raw_job_losing_the_key_race_in_a_callers_transaction_raises_job_key
     in_transaction = utils.using(caller_conn)
 
     outcome = race_for_key(
-        pg_dsn, schema, KEY,
+        pg_dsn,
+        schema,
+        KEY,
         lambda: in_transaction.add_raw_job("send_invoice", {"v": "new"}, replacement(None)),
     )
 
@@ -629,7 +635,9 @@ def test_add_raw_job_losing_the_key_race_on_an_autocommit_connection_is_retried(
     with psycopg.connect(pg_dsn, autocommit=True) as own_conn:
         racing = WorkerUtils(own_conn, schema=schema)
         outcome = race_for_key(
-            pg_dsn, schema, KEY,
+            pg_dsn,
+            schema,
+            KEY,
             lambda: racing.add_raw_job("send_invoice", {"v": "new"}, replacement(None)),
         )
 
@@ -644,7 +652,9 @@ def test_add_raw_job_losing_the_key_race_on_a_pool_is_retried(
     pooled = WorkerUtils(pool, schema=schema)
 
     outcome = race_for_key(
-        pg_dsn, schema, KEY,
+        pg_dsn,
+        schema,
+        KEY,
         lambda: pooled.add_raw_job("send_invoice", {"v": "new"}, replacement(None)),
     )
 
@@ -703,10 +713,10 @@ def test_add_raw_jobs_losing_the_key_race_on_a_pool_is_retried(
     pooled = WorkerUtils(pool, schema=schema)
 
     outcome = race_for_key(
-        pg_dsn, schema, KEY,
-        lambda: pooled.add_raw_jobs(
-            [RawJobSpec("send_invoice", {"v": "new"}, replacement(None))]
-        ),
+        pg_dsn,
+        schema,
+        KEY,
+        lambda: pooled.add_raw_jobs([RawJobSpec("send_invoice", {"v": "new"}, replacement(None))]),
     )
 
     assert outcome.error is None, repr(outcome.error)

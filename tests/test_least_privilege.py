@@ -190,8 +190,9 @@ def single_privileges(recipe: str) -> list[str]:
 
 def atom_id(atom: str) -> str:
     """A short test id for one grant: ``select-_private_jobs``, ``execute-add_job``."""
-    atom = re.sub(r"\(.*\)|\{schema\}\.?|\{role\}|\b(grant|on|to|function|schema|alter role)\b",
-                  " ", atom)
+    atom = re.sub(
+        r"\(.*\)|\{schema\}\.?|\{role\}|\b(grant|on|to|function|schema|alter role)\b", " ", atom
+    )
     return "-".join(atom.replace(";", " ").split())
 
 
@@ -245,18 +246,17 @@ def no_role_left_behind(pg_server: PgServer) -> Iterator[None]:
     yield
     pattern = NAME_PREFIX.replace("_", r"\_") + "role%"
     with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
-        left = [r[0] for r in admin.execute(
-            "select rolname from pg_roles where rolname like %s", [pattern]
-        )]
+        left = [
+            r[0]
+            for r in admin.execute("select rolname from pg_roles where rolname like %s", [pattern])
+        ]
     for name in left:
         drop_role(pg_server, name)
     assert not left, f"roles left behind (now dropped): {left}"
 
 
 @pytest.fixture
-def make_role(
-    pg_server: PgServer, schema: str
-) -> Iterator[Callable[[], Role]]:
+def make_role(pg_server: PgServer, schema: str) -> Iterator[Callable[[], Role]]:
     """A factory of login roles (unique names, random passwords), dropped at teardown.
 
     It depends on ``schema`` so that the roles are dropped before the schema is.
@@ -307,8 +307,11 @@ def grant_rls(admin: Connection, rls_way: str, schema: str, role: str) -> None:
 
 @pytest.fixture
 def enqueuer(
-    admin: Connection, gw_schema: str, make_role: Callable[[], Role],
-    connect_as: Callable[[Role], Connection], request: pytest.FixtureRequest,
+    admin: Connection,
+    gw_schema: str,
+    make_role: Callable[[], Role],
+    connect_as: Callable[[Role], Connection],
+    request: pytest.FixtureRequest,
 ) -> WorkerUtils:
     """WorkerUtils logged in as a role with exactly the enqueue grants (and the RLS way of the
     test's ``rls_way`` parameter)."""
@@ -320,8 +323,11 @@ def enqueuer(
 
 @pytest.fixture
 def maintainer(
-    admin: Connection, gw_schema: str, make_role: Callable[[], Role],
-    connect_as: Callable[[Role], Connection], request: pytest.FixtureRequest,
+    admin: Connection,
+    gw_schema: str,
+    make_role: Callable[[], Role],
+    connect_as: Callable[[Role], Connection],
+    request: pytest.FixtureRequest,
 ) -> WorkerUtils:
     """WorkerUtils logged in as a role with exactly the maintenance grants."""
     role = make_role()
@@ -380,16 +386,20 @@ def test_the_enqueue_grants_let_a_role_add_raw_job_with_correct_labels(
     owner = WorkerUtils(admin, schema=gw_schema)
     owner.add_raw_job("existing_task", {}, JobSpec(queue_name="existing_queue"))
 
-    new = enqueuer.add_raw_job("send_email", {"to": "ada"}, JobSpec(queue_name="mail",
-                                                                       job_key="welcome:1"))
+    new = enqueuer.add_raw_job(
+        "send_email", {"to": "ada"}, JobSpec(queue_name="mail", job_key="welcome:1")
+    )
     known = enqueuer.add_raw_job("existing_task", {}, JobSpec(queue_name="existing_queue"))
     replaced = enqueuer.add_raw_job("send_email", {"to": "bob"}, JobSpec(job_key="welcome:1"))
     deduped = enqueuer.add_raw_job(
         "send_email", {}, JobSpec(job_key="welcome:1", job_key_mode=JobKeyMode.UNSAFE_DEDUPE)
     )
 
-    assert (new.task_identifier, new.queue_name, new.payload) == ("send_email", "mail",
-                                                                   {"to": "ada"})
+    assert (new.task_identifier, new.queue_name, new.payload) == (
+        "send_email",
+        "mail",
+        {"to": "ada"},
+    )
     assert (known.task_identifier, known.queue_name) == ("existing_task", "existing_queue")
     assert (replaced.id, replaced.queue_name, replaced.revision) == (new.id, None, 1)
     assert (deduped.id, deduped.revision) == (new.id, 2)
@@ -419,7 +429,9 @@ def test_the_enqueue_grants_let_a_role_add_raw_jobs_with_correct_labels(
 
 
 def test_an_enqueue_role_cannot_run_maintenance(
-    admin: Connection, gw_schema: str, make_role: Callable[[], Role],
+    admin: Connection,
+    gw_schema: str,
+    make_role: Callable[[], Role],
     connect_as: Callable[[Role], Connection],
 ) -> None:
     role = make_role()
@@ -439,8 +451,11 @@ ENQUEUE_ATOMS = single_privileges(ENQUEUE_GRANTS + BYPASS_ROW_LEVEL_SECURITY)
 
 @pytest.mark.parametrize("left_out", ENQUEUE_ATOMS, ids=atom_id)
 def test_every_enqueue_grant_is_needed(
-    admin: Connection, gw_schema: str, make_role: Callable[[], Role],
-    connect_as: Callable[[Role], Connection], left_out: str,
+    admin: Connection,
+    gw_schema: str,
+    make_role: Callable[[], Role],
+    connect_as: Callable[[Role], Connection],
+    left_out: str,
 ) -> None:
     role = make_role()
     run(admin, [atom for atom in ENQUEUE_ATOMS if atom != left_out], gw_schema, role.name)
@@ -574,8 +589,11 @@ MAINTENANCE_ATOMS = single_privileges(MAINTENANCE_GRANTS + BYPASS_ROW_LEVEL_SECU
 
 @pytest.mark.parametrize("left_out", MAINTENANCE_ATOMS, ids=atom_id)
 def test_every_maintenance_grant_is_needed(
-    admin: Connection, gw_schema: str, make_role: Callable[[], Role],
-    connect_as: Callable[[Role], Connection], left_out: str,
+    admin: Connection,
+    gw_schema: str,
+    make_role: Callable[[], Role],
+    connect_as: Callable[[Role], Connection],
+    left_out: str,
 ) -> None:
     owner = WorkerUtils(admin, schema=gw_schema)
     owner.add_raw_job("a", {}, JobSpec(queue_name="qa", job_key="k"))
@@ -622,7 +640,9 @@ def test_every_maintenance_grant_is_needed(
 
 
 def test_maintenance_by_a_role_without_bypassrls_or_policies_silently_finds_no_jobs(
-    admin: Connection, gw_schema: str, make_role: Callable[[], Role],
+    admin: Connection,
+    gw_schema: str,
+    make_role: Callable[[], Role],
     connect_as: Callable[[Role], Connection],
 ) -> None:
     owner = WorkerUtils(admin, schema=gw_schema)
@@ -644,18 +664,27 @@ def test_maintenance_by_a_role_without_bypassrls_or_policies_silently_finds_no_j
 
 
 def test_a_role_whose_policies_hide_task_rows_is_told_so_not_that_it_lost_a_job_key_race(
-    admin: Connection, gw_schema: str, make_role: Callable[[], Role],
+    admin: Connection,
+    gw_schema: str,
+    make_role: Callable[[], Role],
     connect_as: Callable[[Role], Connection],
 ) -> None:
     role = make_role()
     run(admin, ENQUEUE_GRANTS, gw_schema, role.name)
-    run(admin, [
-        # Insert-only on tasks: a DBA's plausible reading of "it only needs to add jobs".
-        "create policy {role} on {schema}._private_tasks for insert to {role} with check (true);",
-        "create policy {role} on {schema}._private_job_queues to {role} using (true)"
-        " with check (true);",
-        "create policy {role} on {schema}._private_jobs to {role} using (true) with check (true);",
-    ], gw_schema, role.name)
+    run(
+        admin,
+        [
+            # Insert-only on tasks: a DBA's plausible reading of "it only needs to add jobs".
+            "create policy {role} on {schema}._private_tasks for insert to {role}"
+            " with check (true);",
+            "create policy {role} on {schema}._private_job_queues to {role} using (true)"
+            " with check (true);",
+            "create policy {role} on {schema}._private_jobs to {role} using (true)"
+            " with check (true);",
+        ],
+        gw_schema,
+        role.name,
+    )
     utils = WorkerUtils(connect_as(role), schema=gw_schema)
 
     # The job has no key: whatever went wrong, it was not a job-key race.
@@ -678,9 +707,13 @@ def test_the_schema_functions_run_with_the_callers_privileges(
     ).fetchall()
 
     assert rows == [
-        ("add_job", False), ("add_jobs", False), ("complete_jobs", False),
-        ("force_unlock_workers", False), ("permanently_fail_jobs", False),
-        ("remove_job", False), ("reschedule_jobs", False),
+        ("add_job", False),
+        ("add_jobs", False),
+        ("complete_jobs", False),
+        ("force_unlock_workers", False),
+        ("permanently_fail_jobs", False),
+        ("remove_job", False),
+        ("reschedule_jobs", False),
     ]
 
 
@@ -696,8 +729,10 @@ def test_row_level_security_is_on_without_policies_on_the_private_tables(
     ).fetchall()
 
     assert rows == [
-        ("_private_job_queues", True, False, 0), ("_private_jobs", True, False, 0),
-        ("_private_known_crontabs", True, False, 0), ("_private_tasks", True, False, 0),
+        ("_private_job_queues", True, False, 0),
+        ("_private_jobs", True, False, 0),
+        ("_private_known_crontabs", True, False, 0),
+        ("_private_tasks", True, False, 0),
     ]
 
 
@@ -707,7 +742,9 @@ def test_row_level_security_is_on_without_policies_on_the_private_tables(
 
 @pytest.fixture
 def enqueue_role_utils(
-    admin: Connection, gw_schema: str, make_role: Callable[[], Role],
+    admin: Connection,
+    gw_schema: str,
+    make_role: Callable[[], Role],
     connect_as: Callable[[Role], Connection],
 ) -> Callable[[str], WorkerUtils]:
     """WorkerUtils on a given schema, logged in as a role with the enqueue grants on
@@ -753,8 +790,11 @@ def test_migrate_by_an_application_role_on_an_installed_schema_fails_naming_the_
     ids=["without-create", "with-create"],
 )
 def test_migrate_by_a_role_that_may_write_migrations_but_does_not_own_the_schema_names_what_fails(
-    admin: Connection, gw_schema: str, enqueue_role_utils: Callable[[str], WorkerUtils],
-    may_create_in_schema: bool, missing: str,
+    admin: Connection,
+    gw_schema: str,
+    enqueue_role_utils: Callable[[str], WorkerUtils],
+    may_create_in_schema: bool,
+    missing: str,
 ) -> None:
     ident = sql.Identifier(gw_schema)
     admin.execute(sql.SQL("delete from {}.migrations where id = 20").format(ident))
@@ -768,9 +808,9 @@ def test_migrate_by_a_role_that_may_write_migrations_but_does_not_own_the_schema
     assert missing in str(raised.value)
     assert gw_schema in str(raised.value)
     assert isinstance(raised.value.__cause__, psycopg.errors.InsufficientPrivilege)
-    assert admin.execute(
-        sql.SQL("select max(id) from {}.migrations").format(ident)
-    ).fetchone() == (19,)
+    assert admin.execute(sql.SQL("select max(id) from {}.migrations").format(ident)).fetchone() == (
+        19,
+    )
 
 
 def test_schema_status_by_a_role_that_cannot_read_migrations_raises_a_library_error(

@@ -255,8 +255,12 @@ def test_schema_name_over_63_bytes_is_refused_not_truncated(conn: Conn) -> None:
 
 @pytest.mark.parametrize(("version", "revision"), [("0.16.6", 18), ("0.17.3", 19)])
 def test_schema_left_by_older_graphile_worker_is_upgraded_to_20(
-    conn: Conn, schema: str, node_dsn: str, graphile_worker: GraphileWorker,
-    version: str, revision: int,
+    conn: Conn,
+    schema: str,
+    node_dsn: str,
+    graphile_worker: GraphileWorker,
+    version: str,
+    revision: int,
 ) -> None:
     graphile_worker.migrate(version, node_dsn, schema)
     utils = WorkerUtils(conn, schema=schema)
@@ -279,7 +283,9 @@ def test_rust_crate_revision_19_counts_as_19(
     utils = WorkerUtils(conn, schema=schema)
     status = utils.schema_status()
     assert (status.state, status.revision, status.breaking_revision) == (
-        SchemaState.BEHIND, 19, 16,
+        SchemaState.BEHIND,
+        19,
+        16,
     )
     assert utils.migrate().applied == (20,)
     rows = migration_rows(conn, schema)
@@ -288,7 +294,10 @@ def test_rust_crate_revision_19_counts_as_19(
 
 
 def test_revision_16_schema_is_upgraded_through_17_and_18(
-    conn: Conn, schema: str, node_dsn: str, graphile_worker: GraphileWorker,
+    conn: Conn,
+    schema: str,
+    node_dsn: str,
+    graphile_worker: GraphileWorker,
     reference_catalog: dict[str, Any],
 ) -> None:
     # No released graphile-worker stops at 16; rebuild that state from 0.16.6's revision 18:
@@ -311,8 +320,9 @@ def test_revision_16_schema_is_upgraded_through_17_and_18(
     )
     report = WorkerUtils(conn, schema=schema).migrate()
     assert report.applied == (17, 18, 19, 20)
-    assert diff(reference_catalog, snapshot(conn, schema), left_name="0.18.0",
-                right_name="ours") == []
+    assert (
+        diff(reference_catalog, snapshot(conn, schema), left_name="0.18.0", right_name="ours") == []
+    )
 
 
 # -- many migrators at once -----------------------------------------------------------------
@@ -332,7 +342,9 @@ _MIGRATOR = textwrap.dedent(
 
 
 def test_many_processes_migrating_at_once_all_succeed(
-    fresh_database: FreshDatabase, pg_server: PgServer, graphile_worker: GraphileWorker,
+    fresh_database: FreshDatabase,
+    pg_server: PgServer,
+    graphile_worker: GraphileWorker,
     reference_catalog: dict[str, Any],
 ) -> None:
     schema = "graphile_worker"
@@ -341,7 +353,10 @@ def test_many_processes_migrating_at_once_all_succeed(
         pythons = [
             subprocess.Popen(
                 [sys.executable, "-c", _MIGRATOR, fresh_database.dsn, fresh_database.dsn, schema],
-                cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                cwd=REPO_ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for _ in range(6)
         ]
@@ -356,9 +371,18 @@ def test_many_processes_migrating_at_once_all_succeed(
             time.sleep(0.05)
         nodes = [
             subprocess.Popen(
-                [graphile_worker.node, str(graphile_worker.cli("0.18.0")), "-c",
-                 fresh_database.node_dsn, "-s", schema, "--schema-only"],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    graphile_worker.node,
+                    str(graphile_worker.cli("0.18.0")),
+                    "-c",
+                    fresh_database.node_dsn,
+                    "-s",
+                    schema,
+                    "--schema-only",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             for _ in range(2)
         ]
@@ -370,5 +394,7 @@ def test_many_processes_migrating_at_once_all_succeed(
     assert all(revision == "20" for revision, _ in installs)
     with psycopg.connect(fresh_database.dsn, autocommit=True) as conn:
         assert migration_rows(conn, schema) == expected_rows()
-        assert diff(reference_catalog, snapshot(conn, schema), left_name="0.18.0",
-                    right_name="ours") == []
+        assert (
+            diff(reference_catalog, snapshot(conn, schema), left_name="0.18.0", right_name="ours")
+            == []
+        )

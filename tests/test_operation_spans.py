@@ -53,7 +53,10 @@ _SCENARIO = textwrap.dedent(
 def run_scenario(pg_dsn: str, schema: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-c", _SCENARIO, pg_dsn, schema],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)

@@ -68,8 +68,9 @@ def pgbouncer_binary() -> str:
     if binary is None:
         reason = "pgbouncer is not installed (Debian: apt-get install pgbouncer)"
         if ci_requires_everything():
-            pytest.fail(f"{reason}; CI is set, so the PgBouncer tests may not be skipped",
-                        pytrace=False)
+            pytest.fail(
+                f"{reason}; CI is set, so the PgBouncer tests may not be skipped", pytrace=False
+            )
         pytest.skip(reason)
     return binary
 
@@ -120,14 +121,14 @@ def server_pid(conn: Connection) -> int:
 def prepared_statements(conn: Connection) -> list[str]:
     """The statements prepared on the server connection this client's next query runs on."""
     return [
-        row[0]
-        for row in conn.execute("select statement from pg_prepared_statements order by name")
+        row[0] for row in conn.execute("select statement from pg_prepared_statements order by name")
     ]
 
 
 def count(conn: Connection, schema: str, name: str = "_private_jobs") -> int:
-    query = sql.SQL("select count(*) from {}.{}").format(sql.Identifier(schema),
-                                                         sql.Identifier(name))
+    query = sql.SQL("select count(*) from {}.{}").format(
+        sql.Identifier(schema), sql.Identifier(name)
+    )
     (n,) = conn.execute(query).fetchone()  # type: ignore[misc]
     return int(n)
 
@@ -154,8 +155,10 @@ def enqueue_and_maintain(first: WorkerUtils, second: WorkerUtils) -> None:
     assert [job.queue_name for job in jobs] == [f"q{i % 3}" for i in range(ENQUEUES)]
     batches = [
         utils.add_raw_jobs(
-            [RawJobSpec("batch", {"client": c, "n": n}, JobSpec(queue_name="bq"))
-             for n in range(10)]
+            [
+                RawJobSpec("batch", {"client": c, "n": n}, JobSpec(queue_name="bq"))
+                for n in range(10)
+            ]
         )
         for c, utils in enumerate(clients)
     ]
@@ -166,12 +169,14 @@ def enqueue_and_maintain(first: WorkerUtils, second: WorkerUtils) -> None:
 
     completed = first.complete_jobs(ids[0:5]) + second.complete_jobs(ids[5:10])
     assert sorted(job.id for job in completed) == ids[0:10]
-    failed = (first.permanently_fail_jobs(ids[10:15], "first")
-              + second.permanently_fail_jobs(ids[15:20], "second"))
+    failed = first.permanently_fail_jobs(ids[10:15], "first") + second.permanently_fail_jobs(
+        ids[15:20], "second"
+    )
     assert sorted(job.id for job in failed) == ids[10:20]
     assert {job.last_error for job in failed} == {"first", "second"}
-    rescheduled = (first.reschedule_jobs(ids[20:25], RescheduleOptions(priority=3))
-                   + second.reschedule_jobs(ids[25:30], RescheduleOptions(priority=4)))
+    rescheduled = first.reschedule_jobs(
+        ids[20:25], RescheduleOptions(priority=3)
+    ) + second.reschedule_jobs(ids[25:30], RescheduleOptions(priority=4))
     assert sorted((job.id, job.priority) for job in rescheduled) == (
         [(i, 3) for i in ids[20:25]] + [(i, 4) for i in ids[25:30]]
     )
@@ -226,10 +231,13 @@ def test_a_pool_and_a_callers_transaction_work_through_one_shared_server_connect
     start_pgbouncer: Callable[..., PgBouncer], direct: Connection, schema: str
 ) -> None:
     bouncer = start_pgbouncer(pool_size=1)
-    with ConnectionPool(bouncer.dsn, min_size=2, max_size=2,
-                        kwargs={"prepare_threshold": None}) as pool, \
-            WorkerUtils.connect(bouncer.dsn, schema=schema, prepare_threshold=None) as owning, \
-            psycopg.connect(bouncer.dsn, prepare_threshold=None) as caller:
+    with (
+        ConnectionPool(
+            bouncer.dsn, min_size=2, max_size=2, kwargs={"prepare_threshold": None}
+        ) as pool,
+        WorkerUtils.connect(bouncer.dsn, schema=schema, prepare_threshold=None) as owning,
+        psycopg.connect(bouncer.dsn, prepare_threshold=None) as caller,
+    ):
         pooled = WorkerUtils(pool, schema=schema)
         pooled.migrate()
         for i in range(10):
@@ -249,20 +257,25 @@ def test_a_pool_and_a_callers_transaction_work_through_one_shared_server_connect
 
 
 def test_the_key_race_retry_works_through_pgbouncer(
-    start_pgbouncer: Callable[..., PgBouncer], pg_server: PgServer, direct: Connection,
+    start_pgbouncer: Callable[..., PgBouncer],
+    pg_server: PgServer,
+    direct: Connection,
     schema: str,
 ) -> None:
     # The locker and the monitor of the race go straight to the server (the harness needs real
     # backend pids, which PgBouncer hides); the racing enqueue goes through PgBouncer.
     bouncer = start_pgbouncer(pool_size=2)
-    with ConnectionPool(bouncer.dsn, min_size=1, max_size=1,
-                        kwargs={"prepare_threshold": None}) as pool:
+    with ConnectionPool(
+        bouncer.dsn, min_size=1, max_size=1, kwargs={"prepare_threshold": None}
+    ) as pool:
         pooled = WorkerUtils(pool, schema=schema)
         pooled.migrate()
         old = existing_job(pooled, direct, schema, PENDING)
 
         outcome = race_for_key(
-            pg_server.dsn, schema, KEY,
+            pg_server.dsn,
+            schema,
+            KEY,
             lambda: pooled.add_raw_job("send_invoice", {"v": "new"}, replacement(None)),
         )
 
@@ -296,14 +309,14 @@ def test_the_default_prepare_threshold_fails_through_transaction_pooling(
         with pytest.raises((GraphileWorkerError, psycopg.Error)) as caught:
             for i in range(10):
                 second.add_raw_job("send_email", {"i": i})
-        assert database_error_code(caught.value) == DUPLICATE_PREPARED_STATEMENT, repr(
-            caught.value
-        )
+        assert database_error_code(caught.value) == DUPLICATE_PREPARED_STATEMENT, repr(caught.value)
 
 
 def test_what_the_installed_pgbouncer_does_with_max_prepared_statements(
-    start_pgbouncer: Callable[..., PgBouncer], installed_version: tuple[int, ...],
-    direct: Connection, schema: str,
+    start_pgbouncer: Callable[..., PgBouncer],
+    installed_version: tuple[int, ...],
+    direct: Connection,
+    schema: str,
 ) -> None:
     if installed_version < PREPARED_STATEMENTS_SINCE:
         # PgBouncer < 1.21 does not know the setting and refuses to start with it: there is

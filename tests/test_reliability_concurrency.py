@@ -88,22 +88,39 @@ def race_migrators(
         holder = stack.enter_context(psycopg.connect(database.dsn))
         if pile_up:
             holder.execute(
-                sql.SQL("lock table {}.migrations in exclusive mode").format(
-                    sql.Identifier(SCHEMA)
-                )
+                sql.SQL("lock table {}.migrations in exclusive mode").format(sql.Identifier(SCHEMA))
             )
         for index in range(PYTHON_MIGRATORS):
             style = "pool" if index % 2 else "conn"
             group.spawn(
-                [sys.executable, "-c", PYTHON_MIGRATOR, database.dsn, str(GATE_KEY),
-                 database.dsn, SCHEMA, style],
+                [
+                    sys.executable,
+                    "-c",
+                    PYTHON_MIGRATOR,
+                    database.dsn,
+                    str(GATE_KEY),
+                    database.dsn,
+                    SCHEMA,
+                    style,
+                ],
                 cwd=REPO_ROOT,
             )
         for _ in range(NODE_MIGRATORS):
             group.spawn(
-                [graphile_worker.node, "-e", NODE_GATE_JS, str(NODE_DIR),
-                 str(graphile_worker.cli("0.18.0")), database.node_dsn, str(GATE_KEY),
-                 "-c", database.node_dsn, "-s", SCHEMA, "--schema-only"],
+                [
+                    graphile_worker.node,
+                    "-e",
+                    NODE_GATE_JS,
+                    str(NODE_DIR),
+                    str(graphile_worker.cli("0.18.0")),
+                    database.node_dsn,
+                    str(GATE_KEY),
+                    "-c",
+                    database.node_dsn,
+                    "-s",
+                    SCHEMA,
+                    "--schema-only",
+                ],
                 cwd=NODE_DIR,
                 env=_node_env(),
             )
@@ -147,7 +164,8 @@ def applied_at_most_once(run: MigrationRun) -> collections.Counter[int]:
 
 @pytest.mark.slow
 def test_sixteen_python_and_two_node_migrators_released_together_build_the_reference_schema(
-    fresh_database: FreshDatabase, graphile_worker: GraphileWorker,
+    fresh_database: FreshDatabase,
+    graphile_worker: GraphileWorker,
     reference_catalog: dict[str, Any],
 ) -> None:
     run = race_migrators(fresh_database, graphile_worker)
@@ -166,8 +184,11 @@ def test_sixteen_python_and_two_node_migrators_released_together_build_the_refer
 @pytest.mark.slow
 @pytest.mark.parametrize(("version", "revision"), [("0.16.6", 18), ("0.18.0", 20)])
 def test_migrators_released_together_on_a_schema_node_created_first_end_at_the_reference(
-    fresh_database: FreshDatabase, graphile_worker: GraphileWorker,
-    reference_catalog: dict[str, Any], version: str, revision: int,
+    fresh_database: FreshDatabase,
+    graphile_worker: GraphileWorker,
+    reference_catalog: dict[str, Any],
+    version: str,
+    revision: int,
 ) -> None:
     graphile_worker.migrate(version, fresh_database.node_dsn, SCHEMA)
     run = race_migrators(fresh_database, graphile_worker, pile_up=revision < 20)
@@ -246,20 +267,36 @@ def enqueue(
             run_at = BASE_RUN_AT + dt.timedelta(seconds=call)
             with tracer.start_as_current_span("enqueue") as span:
                 context = span.get_span_context()
-                record.spans[call] = (format(context.trace_id, "032x"),
-                                      format(context.span_id, "016x"))
+                record.spans[call] = (
+                    format(context.trace_id, "032x"),
+                    format(context.span_id, "016x"),
+                )
                 if size == 1:
                     mode = rng.choices(SINGLE_MODES, SINGLE_MODE_WEIGHTS)[0]
                     key = None
                     if mode is not None:
                         key = rng.choice(HOT_KEYS if rng.random() < 0.15 else SHARED_KEYS)
-                    sent = Sent(call, 0, thread, key, mode, rng.choice(TASKS),
-                                rng.choice(QUEUES), run_at, rng.randint(-5, 5))
+                    sent = Sent(
+                        call,
+                        0,
+                        thread,
+                        key,
+                        mode,
+                        rng.choice(TASKS),
+                        rng.choice(QUEUES),
+                        run_at,
+                        rng.randint(-5, 5),
+                    )
                     job = utils.add_raw_job(
                         sent.identifier,
                         {"call": call, "index": 0, "thread": thread},
-                        JobSpec(queue_name=sent.queue_name, run_at=run_at,
-                                priority=sent.priority, job_key=key, job_key_mode=mode),
+                        JobSpec(
+                            queue_name=sent.queue_name,
+                            run_at=run_at,
+                            priority=sent.priority,
+                            job_key=key,
+                            job_key_mode=mode,
+                        ),
                     )
                     record.sent.append((sent, job))
                     continue
@@ -269,18 +306,30 @@ def enqueue(
                 for index in range(-size):
                     key = next(keys, None) if rng.random() < 0.5 else None
                     # A keyed spec replaces (mode REPLACE, or None: the default).
-                    batch.append(Sent(call, index, thread, key,
-                                      JobKeyMode.REPLACE if key else None, identifier,
-                                      queue_name, run_at + dt.timedelta(microseconds=index),
-                                      rng.randint(-5, 5)))
+                    batch.append(
+                        Sent(
+                            call,
+                            index,
+                            thread,
+                            key,
+                            JobKeyMode.REPLACE if key else None,
+                            identifier,
+                            queue_name,
+                            run_at + dt.timedelta(microseconds=index),
+                            rng.randint(-5, 5),
+                        )
+                    )
                 specs = [
                     RawJobSpec(
                         s.identifier,
                         {"call": call, "index": s.index, "thread": thread},
-                        JobSpec(queue_name=s.queue_name, run_at=s.run_at, priority=s.priority,
-                                job_key=s.key,
-                                job_key_mode=rng.choice((None, JobKeyMode.REPLACE))
-                                if s.key else None),
+                        JobSpec(
+                            queue_name=s.queue_name,
+                            run_at=s.run_at,
+                            priority=s.priority,
+                            job_key=s.key,
+                            job_key_mode=rng.choice((None, JobKeyMode.REPLACE)) if s.key else None,
+                        ),
                     )
                     for s in batch
                 ]
@@ -317,14 +366,30 @@ def replay(events: list[tuple[Sent, Job]]) -> list[KeyState]:
     )
     states: list[KeyState] = []
     for sent, job in ordered:
-        new = KeyState(job.id, sent.call, sent.index, sent.identifier, sent.queue_name,
-                       sent.run_at, sent.priority, job.revision)
+        new = KeyState(
+            job.id,
+            sent.call,
+            sent.index,
+            sent.identifier,
+            sent.queue_name,
+            sent.run_at,
+            sent.priority,
+            job.revision,
+        )
         if states:
             old = states[-1]
             if sent.mode is JobKeyMode.UNSAFE_DEDUPE:
                 # Deduplicated: the existing job stays as it is, only its revision moves.
-                new = KeyState(old.id, old.call, old.index, old.identifier, old.queue_name,
-                               old.run_at, old.priority, job.revision)
+                new = KeyState(
+                    old.id,
+                    old.call,
+                    old.index,
+                    old.identifier,
+                    old.queue_name,
+                    old.run_at,
+                    old.priority,
+                    job.revision,
+                )
             elif sent.mode is JobKeyMode.PRESERVE_RUN_AT:
                 new.run_at = old.run_at  # attempts are 0 here: no worker ran it
         states.append(new)
@@ -332,8 +397,16 @@ def replay(events: list[tuple[Sent, Job]]) -> list[KeyState]:
 
 
 def job_state(job: Job) -> KeyState:
-    return KeyState(job.id, job.payload["call"], job.payload["index"], job.task_identifier,
-                    job.queue_name, job.run_at, job.priority, job.revision)
+    return KeyState(
+        job.id,
+        job.payload["call"],
+        job.payload["index"],
+        job.task_identifier,
+        job.queue_name,
+        job.run_at,
+        job.priority,
+        job.revision,
+    )
 
 
 def stored_jobs(conn: Conn, schema: str) -> list[dict[str, Any]]:
@@ -374,8 +447,12 @@ def test_eight_threads_sharing_one_pooled_worker_utils_lose_no_job_and_keep_keys
         utils = WorkerUtils(pool, schema=schema, hooks=[hook])
         start = threading.Barrier(THREADS)
         threads = [
-            threading.Thread(target=enqueue, args=(utils, t, start, tracer, records[t]),
-                             name=f"enqueuer-{t}", daemon=True)
+            threading.Thread(
+                target=enqueue,
+                args=(utils, t, start, tracer, records[t]),
+                name=f"enqueuer-{t}",
+                daemon=True,
+            )
             for t in range(THREADS)
         ]
         began = time.monotonic()
@@ -402,7 +479,8 @@ def test_eight_threads_sharing_one_pooled_worker_utils_lose_no_job_and_keep_keys
         assert payload["hooked_by"] == f"enqueuer-{payload['thread']}", row
         trace_id, span_id = spans[payload["call"]]
         assert (payload["_trace"]["trace_id"], payload["_trace"]["span_id"]) == (
-            trace_id, span_id,
+            trace_id,
+            span_id,
         ), row
         assert payload["call"] // 100_000 == payload["thread"], row
 
@@ -416,9 +494,14 @@ def test_eight_threads_sharing_one_pooled_worker_utils_lose_no_job_and_keep_keys
     for row in rows:
         if row["key"] is None:
             s, job = unkeyed_sent[(row["payload"]["call"], row["payload"]["index"])]
-            assert (row["id"], row["identifier"], row["queue_name"], row["run_at"],
-                    row["priority"], row["revision"]) == (
-                job.id, s.identifier, s.queue_name, s.run_at, s.priority, 0)
+            assert (
+                row["id"],
+                row["identifier"],
+                row["queue_name"],
+                row["run_at"],
+                row["priority"],
+                row["revision"],
+            ) == (job.id, s.identifier, s.queue_name, s.run_at, s.priority, 0)
             assert (job.task_identifier, job.queue_name) == (s.identifier, s.queue_name)
 
     # Keyed jobs: one row per key; replaying each key's calls in the order the database
@@ -435,15 +518,31 @@ def test_eight_threads_sharing_one_pooled_worker_utils_lose_no_job_and_keep_keys
     contended = 0
     for key, events in by_key.items():
         states = replay(events)
-        for (_, job), state in zip(sorted(events, key=lambda e: e[1].revision), states,
-                                   strict=True):
+        for (_, job), state in zip(
+            sorted(events, key=lambda e: e[1].revision), states, strict=True
+        ):
             assert job_state(job) == state, (key, job)
         row = keyed_rows[key]
         final = states[-1]
-        assert (row["id"], row["payload"]["call"], row["payload"]["index"], row["identifier"],
-                row["queue_name"], row["run_at"], row["priority"], row["revision"]) == (
-            final.id, final.call, final.index, final.identifier, final.queue_name,
-            final.run_at, final.priority, final.revision), key
+        assert (
+            row["id"],
+            row["payload"]["call"],
+            row["payload"]["index"],
+            row["identifier"],
+            row["queue_name"],
+            row["run_at"],
+            row["priority"],
+            row["revision"],
+        ) == (
+            final.id,
+            final.call,
+            final.index,
+            final.identifier,
+            final.queue_name,
+            final.run_at,
+            final.priority,
+            final.revision,
+        ), key
         contended += len({s.thread for s, _ in events}) > 1
     assert contended == len(by_key)  # every key was written by several threads
     assert len(rows) == len(unkeyed_sent) + len(by_key)

@@ -64,8 +64,12 @@ def test_backend_terminated_mid_batch_through_a_pool_raises_database_error_and_p
     application_name = unique_name("app_")
     # One connection only: the call after the fault must get a replacement from the pool.
     with ConnectionPool(
-        pg_dsn, min_size=1, max_size=1, kwargs={"application_name": application_name},
-        timeout=30, open=True,
+        pg_dsn,
+        min_size=1,
+        max_size=1,
+        kwargs={"application_name": application_name},
+        timeout=30,
+        open=True,
     ) as pool:
         utils = WorkerUtils(pool, schema=migrated)
         terminator = BackendTerminator(
@@ -253,8 +257,12 @@ def test_statement_timeout_on_a_large_batch_through_a_pool_writes_nothing_and_po
     pg_dsn: str, conn: Conn, migrated: str
 ) -> None:
     with ConnectionPool(
-        pg_dsn, min_size=1, max_size=1, kwargs={"options": "-c statement_timeout=100"},
-        timeout=30, open=True,
+        pg_dsn,
+        min_size=1,
+        max_size=1,
+        kwargs={"options": "-c statement_timeout=100"},
+        timeout=30,
+        open=True,
     ) as pool:
         utils = WorkerUtils(pool, schema=migrated)
         # 1 kB payloads: a statement of this batch takes several times the 100 ms allowed.
@@ -295,8 +303,11 @@ def test_failed_caller_transaction_raises_connection_state_error_and_sends_nothi
         # libpq's own trace of every message the connection sends or receives.
         caller.pgconn.trace(wire.fileno())
         try:
-            with pytest.raises(ConnectionStateError, match=r"transaction has already failed"
-                               r".*roll it back"):
+            with pytest.raises(
+                ConnectionStateError,
+                match=r"transaction has already failed"
+                r".*roll it back",
+            ):
                 call(utils)
         finally:
             caller.pgconn.untrace()

@@ -171,12 +171,15 @@ def expected_spec(kwargs: dict[str, Any]) -> dict[str, Any]:
     """The stored columns a JobSpec(**kwargs) documents, or Refused."""
     flags = kwargs.get("flags")
     return {
-        "queue_name": None if kwargs.get("queue_name") is None
+        "queue_name": None
+        if kwargs.get("queue_name") is None
         else expected_text(kwargs["queue_name"], 128),
         "key": None if kwargs.get("job_key") is None else expected_text(kwargs["job_key"], 512),
-        "priority": 0 if kwargs.get("priority") is None
+        "priority": 0
+        if kwargs.get("priority") is None
         else expected_int(kwargs["priority"], *SMALLINT),
-        "max_attempts": 25 if kwargs.get("max_attempts") is None
+        "max_attempts": 25
+        if kwargs.get("max_attempts") is None
         else expected_int(kwargs["max_attempts"], 1, SMALLINT[1]),
         "run_at": None if kwargs.get("run_at") is None else expected_run_at(kwargs["run_at"]),
         "flags": None if flags is None else (frozenset(expected_texts(flags)) or None),
@@ -346,8 +349,29 @@ class Box:
 
 
 SPECIAL_CHARACTERS = [
-    "\x00", "\ud800", "\udfff", "\ud83d", "\ude00", "'", '"', ";", "$", "\\", "%", "{", "}",
-    "é", "🐘", "東", "\u2028", "\ufeff", "\uffff", "\x7f", "\n", "\t", " ",
+    "\x00",
+    "\ud800",
+    "\udfff",
+    "\ud83d",
+    "\ude00",
+    "'",
+    '"',
+    ";",
+    "$",
+    "\\",
+    "%",
+    "{",
+    "}",
+    "é",
+    "🐘",
+    "東",
+    "\u2028",
+    "\ufeff",
+    "\uffff",
+    "\x7f",
+    "\n",
+    "\t",
+    " ",
 ]
 CHARACTERS = st.one_of(
     st.characters(exclude_categories=()),  # every code point, surrogates and NUL included
@@ -357,8 +381,20 @@ CHARACTERS = st.one_of(
 # example is slow) that still has multibyte and hostile characters.
 LONG_CHARACTERS = st.sampled_from(["a", "é", "🐘", "'", "\\", "\x00", "\ud800"])
 HOSTILE_STRINGS = [
-    "", " ", "null", "'; drop table canary; --", '"', "$$", "%s", "%(identifier)s",
-    "\\u0000", "a\x00b", "\ud800", "\ud83d\ude00", "🐘" * 128, "é" * 129,
+    "",
+    " ",
+    "null",
+    "'; drop table canary; --",
+    '"',
+    "$$",
+    "%s",
+    "%(identifier)s",
+    "\\u0000",
+    "a\x00b",
+    "\ud800",
+    "\ud83d\ude00",
+    "🐘" * 128,
+    "é" * 129,
 ]
 
 
@@ -399,16 +435,21 @@ TIMEZONES = st.one_of(
             max_value=dt.timedelta(hours=23, minutes=59, seconds=59, microseconds=999999),
         ),
     ),
-    st.sampled_from([
-        zoneinfo.ZoneInfo("Europe/Paris"), zoneinfo.ZoneInfo("America/St_Johns"),
-        zoneinfo.ZoneInfo("Pacific/Kiritimati"), zoneinfo.ZoneInfo("Pacific/Pago_Pago"),
-    ]),
+    st.sampled_from(
+        [
+            zoneinfo.ZoneInfo("Europe/Paris"),
+            zoneinfo.ZoneInfo("America/St_Johns"),
+            zoneinfo.ZoneInfo("Pacific/Kiritimati"),
+            zoneinfo.ZoneInfo("Pacific/Pago_Pago"),
+        ]
+    ),
 )
 RUN_ATS = st.one_of(
     st.none(),
     st.datetimes(timezones=TIMEZONES),
-    st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1),
-                 timezones=TIMEZONES),
+    st.datetimes(
+        min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1), timezones=TIMEZONES
+    ),
     st.datetimes(),  # naive
     st.sampled_from([dt.date(2030, 1, 1), "2030-01-01T00:00:00+00:00", 0]),
 )
@@ -542,8 +583,11 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
         st.none(),
         st.sampled_from(RUN_AT_EDGES),
         st.datetimes(timezones=TIMEZONES),
-        st.datetimes(min_value=dt.datetime(2000, 1, 1), max_value=dt.datetime(2100, 1, 1),
-                     timezones=TIMEZONES),
+        st.datetimes(
+            min_value=dt.datetime(2000, 1, 1),
+            max_value=dt.datetime(2100, 1, 1),
+            timezones=TIMEZONES,
+        ),
     ),
     "priority": plausible_ints(*SMALLINT),
     "max_attempts": plausible_ints(1, SMALLINT[1]),
@@ -671,11 +715,19 @@ def stored_jobs(tx: Connection, schema: str) -> tuple[list[Stored], dt.datetime]
     for row in rows:
         flags = None if row[6] is None else json.loads(row[6])
         assert flags is None or set(flags.values()) == {True}
-        jobs.append(Stored(
-            id=row[0], identifier=row[1], queue_name=row[2], key=row[3], priority=row[4],
-            max_attempts=row[5], flags=None if flags is None else frozenset(flags),
-            run_at=row[7], payload=canonical(json.loads(row[8])),
-        ))
+        jobs.append(
+            Stored(
+                id=row[0],
+                identifier=row[1],
+                queue_name=row[2],
+                key=row[3],
+                priority=row[4],
+                max_attempts=row[5],
+                flags=None if flags is None else frozenset(flags),
+                run_at=row[7],
+                payload=canonical(json.loads(row[8])),
+            )
+        )
     return jobs, now
 
 
@@ -687,14 +739,29 @@ def micros(moment: dt.datetime) -> int:
 def signature(job: Expected | Stored, now: dt.datetime) -> tuple[Any, ...]:
     run_at = micros(job.run_at if job.run_at is not None else now)
     flags = None if job.flags is None else tuple(sorted(job.flags))
-    return (job.identifier, job.queue_name, job.key, job.priority, job.max_attempts,
-            flags, run_at, job.payload)
+    return (
+        job.identifier,
+        job.queue_name,
+        job.key,
+        job.priority,
+        job.max_attempts,
+        flags,
+        run_at,
+        job.payload,
+    )
 
 
 def returned_signature(job: Job) -> tuple[Any, ...]:
-    return (job.task_identifier, job.queue_name, job.key, job.priority, job.max_attempts,
-            None if job.flags is None else tuple(sorted(job.flags)), micros(job.run_at),
-            canonical(job.payload))
+    return (
+        job.task_identifier,
+        job.queue_name,
+        job.key,
+        job.priority,
+        job.max_attempts,
+        None if job.flags is None else tuple(sorted(job.flags)),
+        micros(job.run_at),
+        canonical(job.payload),
+    )
 
 
 def assert_stored(
@@ -740,7 +807,10 @@ def test_the_payload_encoder_follows_the_documented_rules(payload: Any) -> None:
 @settings(HOSTILE, max_examples=EXAMPLES["single_job"])
 @given(job=generated_jobs(max_leaves=6))
 def test_a_generated_job_is_stored_as_documented_or_refused_before_any_sql(
-    utils: WorkerUtils, tx: Connection, admin: Connection, gw: str,
+    utils: WorkerUtils,
+    tx: Connection,
+    admin: Connection,
+    gw: str,
     job: tuple[Any, Any, dict[str, Any]],
 ) -> None:
     identifier, payload, kwargs = job
@@ -765,11 +835,14 @@ def test_a_generated_job_is_stored_as_documented_or_refused_before_any_sql(
 
 @pytest.mark.slow
 @settings(HOSTILE, max_examples=EXAMPLES["batch"])
-@given(jobs=st.lists(
-    generated_jobs(max_leaves=4, key_pool=("dup-a", "dup-b")), min_size=1, max_size=5
-))
+@given(
+    jobs=st.lists(generated_jobs(max_leaves=4, key_pool=("dup-a", "dup-b")), min_size=1, max_size=5)
+)
 def test_a_generated_batch_is_stored_whole_or_refused_whole_before_any_sql(
-    utils: WorkerUtils, tx: Connection, admin: Connection, gw: str,
+    utils: WorkerUtils,
+    tx: Connection,
+    admin: Connection,
+    gw: str,
     jobs: list[tuple[Any, Any, dict[str, Any]]],
 ) -> None:
     start_example(tx)
@@ -852,15 +925,18 @@ def test_a_generated_payload_is_stored_as_its_documented_json_or_refused_before_
 MAINTENANCE_ARGUMENTS = st.one_of(
     st.tuples(st.just("remove_job"), texts(512, optional=True)),
     st.tuples(st.just("permanently_fail_jobs"), texts(None, optional=True)),
-    st.tuples(st.just("force_unlock_workers"), st.one_of(
-        st.lists(texts(None, optional=False), max_size=3), texts(None, optional=True)
-    )),
-    st.tuples(st.just("cleanup"), st.one_of(
-        st.lists(texts(None, optional=False), max_size=3), texts(None, optional=True)
-    )),
-    st.tuples(st.just("complete_jobs"), st.one_of(
-        st.lists(ints(*BIGINT), max_size=3), ints(*BIGINT), st.just("123")
-    )),
+    st.tuples(
+        st.just("force_unlock_workers"),
+        st.one_of(st.lists(texts(None, optional=False), max_size=3), texts(None, optional=True)),
+    ),
+    st.tuples(
+        st.just("cleanup"),
+        st.one_of(st.lists(texts(None, optional=False), max_size=3), texts(None, optional=True)),
+    ),
+    st.tuples(
+        st.just("complete_jobs"),
+        st.one_of(st.lists(ints(*BIGINT), max_size=3), ints(*BIGINT), st.just("123")),
+    ),
 )
 
 
@@ -878,14 +954,19 @@ def expected_maintenance(operation: str, argument: Any) -> Any:
 
 def lock_job(tx: Connection, schema: str, job_id: int, worker: str) -> None:
     tx.execute(
-        sql.SQL("update {}._private_jobs set locked_at = now(), locked_by = %s where id = %s")
-        .format(sql.Identifier(schema)),
+        sql.SQL(
+            "update {}._private_jobs set locked_at = now(), locked_by = %s where id = %s"
+        ).format(sql.Identifier(schema)),
         [worker, job_id],
     )
 
 
 def do_maintenance(
-    utils: WorkerUtils, tx: Connection, schema: str, operation: str, argument: Any,
+    utils: WorkerUtils,
+    tx: Connection,
+    schema: str,
+    operation: str,
+    argument: Any,
     valid: Any,
 ) -> None:
     """Run the operation; when ``valid`` is not Refused, set up and check its effect."""
@@ -916,17 +997,19 @@ def do_maintenance(
             lock_job(tx, schema, job_id, worker)
         utils.force_unlock_workers(argument)
         assert tx.execute(
-            sql.SQL("select count(*) from {}._private_jobs where locked_by is not null")
-            .format(ident)
+            sql.SQL("select count(*) from {}._private_jobs where locked_by is not null").format(
+                ident
+            )
         ).fetchone() == (0,)
     elif operation == "cleanup":
         creatable = [name for name in valid if len(name) <= 128]  # identifiers' own limit
         job_ids = [utils.add_raw_job(name, {}).id for name in [*creatable, "gc_me"]]
         utils.complete_jobs(job_ids)
         utils.cleanup([CleanupTask.GC_TASK_IDENTIFIERS], task_identifiers_to_keep=argument)
-        left = {row[0] for row in tx.execute(
-            sql.SQL("select identifier from {}._private_tasks").format(ident)
-        )}
+        left = {
+            row[0]
+            for row in tx.execute(sql.SQL("select identifier from {}._private_tasks").format(ident))
+        }
         assert left == set(creatable) | ({"gc_me"} & set(valid))
     else:
         assert utils.complete_jobs(argument) == []
@@ -964,10 +1047,43 @@ def injections(schema: str) -> st.SearchStrategy[str]:
     canary = sql.Identifier(schema, "canary").as_string(None)
     pwned = sql.Identifier(schema, "pwned").as_string(None)
     fragments = [
-        "'", "''", '"', '""', ";", "--", "/*", "*/", "$$", "$gw$", "$gw1$", "$body$", "\\",
-        "\\'", "E'", "U&'\\0041'", "%s", "%%", "%(identifier)s", "%(payload)s", "{}",
-        "{{ schema }}", "{% raw %}", ")", "(", "::json", "::text[]", "null", "\n", "\r\n",
-        "\x1a", "\u2028", "é", "🐘", " or 1=1", "\\x00", "\\u0000",
+        "'",
+        "''",
+        '"',
+        '""',
+        ";",
+        "--",
+        "/*",
+        "*/",
+        "$$",
+        "$gw$",
+        "$gw1$",
+        "$body$",
+        "\\",
+        "\\'",
+        "E'",
+        "U&'\\0041'",
+        "%s",
+        "%%",
+        "%(identifier)s",
+        "%(payload)s",
+        "{}",
+        "{{ schema }}",
+        "{% raw %}",
+        ")",
+        "(",
+        "::json",
+        "::text[]",
+        "null",
+        "\n",
+        "\r\n",
+        "\x1a",
+        "\u2028",
+        "é",
+        "🐘",
+        " or 1=1",
+        "\\x00",
+        "\\u0000",
         f"); drop table {canary}; --",
         f"'; drop table {canary}; --",
         f'"; drop table {canary}; --',
@@ -979,7 +1095,8 @@ def injections(schema: str) -> st.SearchStrategy[str]:
     ]
     return st.lists(
         st.one_of(st.sampled_from(fragments), st.text(PLAIN_CHARACTERS, min_size=1, max_size=3)),
-        min_size=1, max_size=5,
+        min_size=1,
+        max_size=5,
     ).map("".join)
 
 
@@ -1013,8 +1130,17 @@ def test_generated_sql_like_text_in_every_enqueue_field_is_stored_verbatim(
     else:
         returned = utils.add_raw_jobs([RawJobSpec(identifier, payload, spec)])
 
-    expected = Expected(identifier, queue_name, job_key, 0, 25, frozenset(flags), None,
-                        canonical(payload), JobKeyMode.REPLACE)
+    expected = Expected(
+        identifier,
+        queue_name,
+        job_key,
+        0,
+        25,
+        frozenset(flags),
+        None,
+        canonical(payload),
+        JobKeyMode.REPLACE,
+    )
     assert_stored(tx, gw, [expected], returned)
     assert_canary_alive(tx, gw)
 
@@ -1057,12 +1183,11 @@ def test_generated_sql_like_text_in_every_maintenance_argument_is_data(
     assert (failed.id, failed.last_error) == (failing.id, reason)
     assert unlocked == (0,)
     assert cleaned == {
-        CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: 1, CleanupTask.GC_TASK_IDENTIFIERS: 1
+        CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: 1,
+        CleanupTask.GC_TASK_IDENTIFIERS: 1,
     }
     assert tx.execute(
-        sql.SQL("select array_agg(identifier) from {}._private_tasks").format(
-            sql.Identifier(gw)
-        )
+        sql.SQL("select array_agg(identifier) from {}._private_tasks").format(sql.Identifier(gw))
     ).fetchone() == ([kept],)
     assert_canary_alive(tx, gw)
 
@@ -1088,10 +1213,12 @@ def exercise(admin: Connection, name: str) -> None:
     utils = WorkerUtils(admin, schema=name)
     assert utils.migrate().revision == 20
     job = utils.add_raw_job("task", {"n": 1}, JobSpec(queue_name="q", job_key="k"))
-    batch = utils.add_raw_jobs([RawJobSpec("other", {"n": 2}, JobSpec(queue_name="q2")),
-                                RawJobSpec("third", {"n": 3})])
+    batch = utils.add_raw_jobs(
+        [RawJobSpec("other", {"n": 2}, JobSpec(queue_name="q2")), RawJobSpec("third", {"n": 3})]
+    )
     assert sorted((j.task_identifier, j.queue_name) for j in batch) == [
-        ("other", "q2"), ("third", None)
+        ("other", "q2"),
+        ("third", None),
     ]
     utils.reschedule_jobs([batch[0].id], RescheduleOptions(priority=3))
     utils.permanently_fail_jobs([batch[1].id])
@@ -1126,10 +1253,31 @@ def drop_after(pg_server: PgServer) -> Iterator[Callable[[str], str]]:
 
 
 SCHEMA_SUFFIX_CHARACTERS = st.one_of(
-    st.sampled_from([
-        '"', "'", ";", " ", "$", "$$", "\\", "%", "-", ".", "é", "東", "🐘", "\t", "\n", "A",
-        "\ud800", "\x00", "`", "*/", "--",
-    ]),
+    st.sampled_from(
+        [
+            '"',
+            "'",
+            ";",
+            " ",
+            "$",
+            "$$",
+            "\\",
+            "%",
+            "-",
+            ".",
+            "é",
+            "東",
+            "🐘",
+            "\t",
+            "\n",
+            "A",
+            "\ud800",
+            "\x00",
+            "`",
+            "*/",
+            "--",
+        ]
+    ),
     st.characters(exclude_categories=()),
 )
 
@@ -1158,7 +1306,7 @@ def test_a_generated_schema_name_is_a_schema_of_exactly_that_name_or_refused(
 ODD_SCHEMA_SUFFIXES = [
     pytest.param(" with spaces ", id="spaces"),
     pytest.param("semi;colon; drop schema public cascade; --", id="semicolons"),
-    pytest.param('quo"te\'s', id="quotes"),
+    pytest.param("quo\"te's", id="quotes"),
     pytest.param("$$dollar$gw$ $gw1$", id="dollar-quotes"),
     pytest.param("back\\slash\\\\", id="backslashes"),
     pytest.param("ÜñíçødÉ 東京 🐘", id="unicode"),
@@ -1226,8 +1374,9 @@ def test_a_schema_name_over_63_bytes_is_refused_naming_the_limit_and_nothing_is_
     assert namespace_count(admin, truncated(name)) == 0
 
 
-@pytest.mark.parametrize("name", ["gw\ud800", "\udfff", "gw\ud83d\ude00"],
-                         ids=["high", "low", "pair"])
+@pytest.mark.parametrize(
+    "name", ["gw\ud800", "\udfff", "gw\ud83d\ude00"], ids=["high", "low", "pair"]
+)
 def test_a_schema_name_with_a_lone_surrogate_is_refused_with_invalid_schema_name(
     admin: Connection, name: str
 ) -> None:
@@ -1301,7 +1450,11 @@ OUT_OF_RANGE_RUN_ATS = pytest.mark.parametrize(
 @BOTH
 @OUT_OF_RANGE_RUN_ATS
 def test_a_run_at_whose_utc_instant_no_datetime_holds_is_refused_before_any_sql(
-    utils: WorkerUtils, tx: Connection, admin: Connection, gw: str, via: str,
+    utils: WorkerUtils,
+    tx: Connection,
+    admin: Connection,
+    gw: str,
+    via: str,
     run_at: dt.datetime,
 ) -> None:
     with pytest.raises(InvalidJobSpec, match="run_at"):
@@ -1338,9 +1491,12 @@ def test_a_reschedule_run_at_whose_utc_instant_no_datetime_holds_is_refused_befo
         WorkerUtils(tx, schema=gw).reschedule_jobs([job.id], RescheduleOptions(run_at=run_at))
 
     assert tx.info.transaction_status == pq.TransactionStatus.IDLE
-    assert admin.execute(
-        sql.SQL("select run_at from {}._private_jobs").format(sql.Identifier(gw))
-    ).fetchone() == before
+    assert (
+        admin.execute(
+            sql.SQL("select run_at from {}._private_jobs").format(sql.Identifier(gw))
+        ).fetchone()
+        == before
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1352,8 +1508,10 @@ def nested(depth: int, kind: str) -> tuple[Any, str]:
     value: Any = []
     for _ in range(depth):
         value = [value] if kind == "list" else {"a": value}
-    text = "[" * (depth + 1) + "]" * (depth + 1) if kind == "list" else (
-        '{"a":' * depth + "[]" + "}" * depth
+    text = (
+        "[" * (depth + 1) + "]" * (depth + 1)
+        if kind == "list"
+        else ('{"a":' * depth + "[]" + "}" * depth)
     )
     return value, text
 
@@ -1362,7 +1520,12 @@ def nested(depth: int, kind: str) -> tuple[Any, str]:
 @pytest.mark.parametrize("depth", [64, 512, 5000, 200_000])
 @pytest.mark.parametrize("kind", ["list", "dict"])
 def test_a_deeply_nested_payload_is_stored_exactly_or_refused_as_too_deep(
-    utils: WorkerUtils, tx: Connection, admin: Connection, gw: str, via: str, depth: int,
+    utils: WorkerUtils,
+    tx: Connection,
+    admin: Connection,
+    gw: str,
+    via: str,
+    depth: int,
     kind: str,
 ) -> None:
     payload, text = nested(depth, kind)
@@ -1379,17 +1542,20 @@ def test_a_deeply_nested_payload_is_stored_exactly_or_refused_as_too_deep(
         return
 
     (stored,) = tx.execute(
-        sql.SQL("select payload::text from {}._private_jobs j join {}._private_tasks t"
-                " on t.id = j.task_id where t.identifier = 'deep'").format(
-            sql.Identifier(gw), sql.Identifier(gw)
-        )
+        sql.SQL(
+            "select payload::text from {}._private_jobs j join {}._private_tasks t"
+            " on t.id = j.task_id where t.identifier = 'deep'"
+        ).format(sql.Identifier(gw), sql.Identifier(gw))
     ).fetchone()  # type: ignore[misc]
     assert "".join(stored.split()) == text
 
 
 @pytest.mark.parametrize("make", [_cycle, _point_cycle], ids=["list-dict", "attrs"])
 def test_a_payload_that_contains_itself_is_refused_before_any_sql(
-    utils: WorkerUtils, tx: Connection, admin: Connection, gw: str,
+    utils: WorkerUtils,
+    tx: Connection,
+    admin: Connection,
+    gw: str,
     make: Callable[[], Any],
 ) -> None:
     with pytest.raises(InvalidJobSpec, match="payload"):

@@ -45,19 +45,22 @@ def names(conn: Connection, schema: str, name: str) -> set[str]:
     return {row[0] for row in conn.execute(query)}
 
 
-def lock_job(conn: Connection, schema: str, job_id: int, by: str = "worker-1",
-             age: str = "0 seconds") -> None:
+def lock_job(
+    conn: Connection, schema: str, job_id: int, by: str = "worker-1", age: str = "0 seconds"
+) -> None:
     conn.execute(
-        sql.SQL("update {} set locked_at = now() - %s::interval, locked_by = %s where id = %s")
-        .format(table(schema, "_private_jobs")),
+        sql.SQL(
+            "update {} set locked_at = now() - %s::interval, locked_by = %s where id = %s"
+        ).format(table(schema, "_private_jobs")),
         [age, by, job_id],
     )
 
 
 def lock_queue(conn: Connection, schema: str, queue_name: str, by: str = "worker-1") -> None:
     conn.execute(
-        sql.SQL("update {} set locked_at = now(), locked_by = %s where queue_name = %s")
-        .format(table(schema, "_private_job_queues")),
+        sql.SQL("update {} set locked_at = now(), locked_by = %s where queue_name = %s").format(
+            table(schema, "_private_job_queues")
+        ),
         [by, queue_name],
     )
 
@@ -75,13 +78,12 @@ def assert_all_datetimes_aware_utc(job: Job) -> None:
         assert_aware_utc(job.locked_at)
 
 
-
-
 BOTH_ENTRY_POINTS = pytest.mark.parametrize("via", ["add_raw_job", "add_raw_jobs"])
 
 
-def enqueue(utils: WorkerUtils, via: str, identifier: str, payload: Any,
-            spec: JobSpec | None = None) -> Job:
+def enqueue(
+    utils: WorkerUtils, via: str, identifier: str, payload: Any, spec: JobSpec | None = None
+) -> Job:
     if via == "add_raw_job":
         return utils.add_raw_job(identifier, payload, spec)
     (job,) = utils.add_raw_jobs([RawJobSpec(identifier, payload, spec)])
@@ -204,9 +206,18 @@ def test_a_returned_job_is_the_stored_row(
     utils: WorkerUtils, conn: Connection, schema: str, via: str
 ) -> None:
     job = enqueue(
-        utils, via, "report", {"n": 1},
-        JobSpec(queue_name="reports", run_at=RUN_AT, priority=-5, max_attempts=3,
-                job_key="monthly", flags=["slow"]),
+        utils,
+        via,
+        "report",
+        {"n": 1},
+        JobSpec(
+            queue_name="reports",
+            run_at=RUN_AT,
+            priority=-5,
+            max_attempts=3,
+            job_key="monthly",
+            flags=["slow"],
+        ),
     )
 
     row = rows(conn, schema)[job.id]
@@ -290,9 +301,7 @@ def test_complete_jobs_deletes_the_given_jobs_and_returns_them(
     assert set(rows(conn, schema)) == {untouched.id}
 
 
-def test_complete_jobs_skips_locked_jobs(
-    utils: WorkerUtils, conn: Connection, schema: str
-) -> None:
+def test_complete_jobs_skips_locked_jobs(utils: WorkerUtils, conn: Connection, schema: str) -> None:
     free, locked = utils.add_raw_job("a", {}), utils.add_raw_job("a", {})
     lock_job(conn, schema, locked.id)
 
@@ -312,8 +321,9 @@ def test_complete_jobs_treats_a_lock_older_than_four_hours_as_released(
     assert rows(conn, schema) == {}
 
 
-def test_complete_jobs_ignores_unknown_ids(utils: WorkerUtils, conn: Connection,
-                                           schema: str) -> None:
+def test_complete_jobs_ignores_unknown_ids(
+    utils: WorkerUtils, conn: Connection, schema: str
+) -> None:
     job = utils.add_raw_job("a", {})
 
     completed = utils.complete_jobs([job.id + 1000, job.id, -1])
@@ -382,8 +392,12 @@ def test_permanently_fail_jobs_treats_a_lock_older_than_four_hours_as_released(
     ids=["run_at", "priority", "attempts", "max_attempts"],
 )
 def test_reschedule_jobs_changes_only_the_given_option(
-    utils: WorkerUtils, conn: Connection, schema: str,
-    options: RescheduleOptions, column: str, value: Any,
+    utils: WorkerUtils,
+    conn: Connection,
+    schema: str,
+    options: RescheduleOptions,
+    column: str,
+    value: Any,
 ) -> None:
     job = utils.add_raw_job(
         "a", {}, JobSpec(run_at=dt.datetime(2035, 1, 1, tzinfo=UTC), priority=2, max_attempts=9)
@@ -404,8 +418,9 @@ def test_reschedule_jobs_without_options_changes_only_updated_at(
 ) -> None:
     job = utils.add_raw_job("a", {}, JobSpec(priority=2))
     conn.execute(
-        sql.SQL("update {} set updated_at = now() - interval '1 hour' where id = %s")
-        .format(table(schema, "_private_jobs")),
+        sql.SQL("update {} set updated_at = now() - interval '1 hour' where id = %s").format(
+            table(schema, "_private_jobs")
+        ),
         [job.id],
     )
     before = rows(conn, schema)[job.id]
@@ -464,23 +479,25 @@ def test_force_unlock_workers_frees_the_jobs_and_queues_of_the_given_workers_onl
     assert rows(conn, schema)[jobs["w3"].id]["locked_at"] is not None
     assert all(
         row["locked_at"] is None
-        for job_id, row in rows(conn, schema).items() if job_id != jobs["w3"].id
+        for job_id, row in rows(conn, schema).items()
+        if job_id != jobs["w3"].id
     )
     queues = rows(conn, schema, "_private_job_queues")
     assert {row["queue_name"]: row["locked_by"] for row in queues.values()} == {
-        "q-w1": None, "q-w2": None, "q-w3": "w3",
+        "q-w1": None,
+        "q-w2": None,
+        "q-w3": "w3",
     }
-    assert all(
-        (row["locked_at"] is None) == (row["locked_by"] is None) for row in queues.values()
-    )
+    assert all((row["locked_at"] is None) == (row["locked_by"] is None) for row in queues.values())
 
 
 # --------------------------------------------------------------------------------------------
 # cleanup
 
 
-def permanently_failed_job(utils: WorkerUtils, identifier: str,
-                           queue_name: str | None = None) -> Job:
+def permanently_failed_job(
+    utils: WorkerUtils, identifier: str, queue_name: str | None = None
+) -> Job:
     job = utils.add_raw_job(identifier, {}, JobSpec(queue_name=queue_name))
     (failed,) = utils.permanently_fail_jobs([job.id])
     return failed
@@ -511,8 +528,11 @@ def test_cleanup_runs_its_tasks_in_the_fixed_order_whatever_order_they_are_given
     permanently_failed_job(utils, "dead", "dead_queue")
 
     removed = utils.cleanup(
-        [CleanupTask.GC_JOB_QUEUES, CleanupTask.GC_TASK_IDENTIFIERS,
-         CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS]
+        [
+            CleanupTask.GC_JOB_QUEUES,
+            CleanupTask.GC_TASK_IDENTIFIERS,
+            CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS,
+        ]
     )
 
     # The job goes first, so its task and queue are unused by the time they are collected.
@@ -573,8 +593,11 @@ def test_cleanup_gc_task_identifiers_keeps_used_tasks_and_the_keep_list(
 ) -> None:
     utils.add_raw_job("used", {})
     unused = utils.add_raw_jobs(
-        [RawJobSpec("served_by_a_worker", {}), RawJobSpec("also_served", {}),
-         RawJobSpec("forgotten", {})]
+        [
+            RawJobSpec("served_by_a_worker", {}),
+            RawJobSpec("also_served", {}),
+            RawJobSpec("forgotten", {}),
+        ]
     )
     utils.complete_jobs([job.id for job in unused])
 
@@ -591,8 +614,10 @@ def test_cleanup_gc_job_queues_skips_locked_queues(
     utils: WorkerUtils, conn: Connection, schema: str
 ) -> None:
     done = utils.add_raw_jobs(
-        [RawJobSpec("a", {}, JobSpec(queue_name="locked_queue")),
-         RawJobSpec("a", {}, JobSpec(queue_name="free_queue"))]
+        [
+            RawJobSpec("a", {}, JobSpec(queue_name="locked_queue")),
+            RawJobSpec("a", {}, JobSpec(queue_name="free_queue")),
+        ]
     )
     utils.complete_jobs([job.id for job in done])
     lock_queue(conn, schema, "locked_queue")

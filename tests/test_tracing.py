@@ -39,8 +39,6 @@ def tracer() -> Iterator[trace.Tracer]:
     provider.shutdown()
 
 
-
-
 def stored_payloads(conn: psycopg.Connection[Any], schema: str) -> list[Any]:
     query = sql.SQL("select payload from {}._private_jobs order by id").format(
         sql.Identifier(schema)

@@ -51,17 +51,11 @@ def schema_exists(conn: Connection, schema: str) -> bool:
     return row is not None
 
 
-
-
 @pytest.fixture
 def observer(pg_dsn: str, schema: str) -> Iterator[Connection]:
     """Another session, to see what is committed."""
     with psycopg.connect(pg_dsn, autocommit=True) as connection:
         yield connection
-
-
-
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -140,7 +134,9 @@ def test_a_job_enqueued_in_a_rolled_back_savepoint_goes_with_the_savepoint(
     ],
 )
 def test_an_operation_leaves_the_callers_open_transaction_open(
-    utils: WorkerUtils, caller_conn: Connection, schema: str,
+    utils: WorkerUtils,
+    caller_conn: Connection,
+    schema: str,
     operation: Callable[[WorkerUtils], object],
 ) -> None:
     caller_conn.execute("select 1")
@@ -273,9 +269,7 @@ def test_each_maintenance_operation_through_a_pool_commits(
     assert count(observer, schema) == 0
 
 
-def test_a_pool_gets_its_connections_back_idle(
-    pool: ConnectionPool[Any], schema: str
-) -> None:
+def test_a_pool_gets_its_connections_back_idle(pool: ConnectionPool[Any], schema: str) -> None:
     pooled = WorkerUtils(pool, schema=schema)
     pooled.add_raw_job("a", {})
     pooled.add_raw_jobs([RawJobSpec("a", {})])
@@ -292,8 +286,9 @@ def test_a_pool_gets_its_connections_back_idle(
 def poison_check(utils: WorkerUtils, conn: Connection, schema: str) -> None:
     """A rule only the database knows: no job may carry the payload "poison"."""
     conn.execute(
-        sql.SQL("alter table {} add constraint no_poison check (payload::text <> '\"poison\"')")
-        .format(table(schema, "_private_jobs"))
+        sql.SQL(
+            "alter table {} add constraint no_poison check (payload::text <> '\"poison\"')"
+        ).format(table(schema, "_private_jobs"))
     )
 
 
@@ -522,7 +517,9 @@ OPERATIONS = [
 
 @pytest.mark.parametrize("operation", OPERATIONS)
 def test_a_connection_in_a_failed_transaction_raises_connection_state_error(
-    utils: WorkerUtils, caller_conn: Connection, schema: str,
+    utils: WorkerUtils,
+    caller_conn: Connection,
+    schema: str,
     operation: Callable[[WorkerUtils], object],
 ) -> None:
     with pytest.raises(psycopg.errors.DivisionByZero):
