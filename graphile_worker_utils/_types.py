@@ -233,13 +233,21 @@ class Task(Protocol):
 _UNDECODED: Any = object()
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, unsafe_hash=False)
 class Job:
     """A job row as the database returned it. Datetimes are timezone-aware UTC.
 
     The payload arrives as the JSON text the database stores (``payload_json``) and is decoded
     on first access of ``payload``, so enqueueing many jobs does not pay for decoding payloads
     nobody reads.
+
+    Two jobs are equal when every column is; payloads compare as their ``payload_json`` text.
+    A job is not hashable (``hash(job)`` raises TypeError, with or without flags): it is a
+    snapshot of a row whose ``flags`` is a list, and two snapshots of one job differ once it
+    changes; key dicts and sets by ``job.id``. ``pickle``, ``copy.copy``, ``copy.deepcopy`` and
+    ``attrs.evolve`` make an equal job (evolved: with the changes) whose ``payload`` is decoded
+    again from its own ``payload_json``: the decoded value is never carried over, so a copy
+    never shares a mutable payload with the original and always matches its JSON text.
     """
 
     id: int
@@ -275,7 +283,21 @@ class Job:
             object.__setattr__(self, "_payload", value)
         return value
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The decoded payload is a cache of payload_json: left out, so that it is rebuilt
+        # from the text (never a stale or shared value, never a foreign sentinel).
+        return {name: getattr(self, name) for name in _JOB_STATE}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in _JOB_STATE:
+            object.__setattr__(self, name, state[name])
+        object.__setattr__(self, "_payload", _UNDECODED)
+
     @property
     def is_permanently_failed(self) -> bool:
         """Whether the job used all its attempts and will never run again."""
         return self.attempts >= self.max_attempts
+
+
+#: The columns a pickled or copied job carries: every field but the payload cache.
+_JOB_STATE = tuple(field.name for field in attrs.fields(Job) if field.init)
