@@ -216,7 +216,15 @@ class RescheduleOptions:
 
 @runtime_checkable
 class Task(Protocol):
-    """A typed job: a class (attrs, dataclass, …) whose fields are the payload.
+    """A typed job for :meth:`WorkerUtils.add_job` and :meth:`WorkerUtils.add_jobs`.
+
+    Supported: an instance of an attrs class or of a dataclass. Its ``IDENTIFIER`` class
+    attribute (a str; ``ClassVar[str]``, not a field) names the task, and its fields are the
+    payload: a JSON object with one key per field, each value encoded by the payload rules.
+    Refused with :class:`InvalidJobSpec`, before any SQL: the class itself instead of an
+    instance, a NamedTuple (it would be a JSON array), a plain class, a dict or any other
+    object, a missing or non-str ``IDENTIFIER``, and an ``IDENTIFIER`` declared as a field.
+    Use :meth:`WorkerUtils.add_raw_job` for any other payload.
 
     Example::
 
