@@ -254,6 +254,23 @@ def _task_and_spec(item: object, index: int) -> tuple[object, Any]:
     return item[0], item[1]
 
 
+def _statement_runs(preserve: list[bool | None], limit: int) -> list[tuple[int, int, bool]]:
+    """Split a batch into runs of consecutive jobs, ``(start, stop, preserve_run_at)``, of at
+    most ``limit`` jobs whose keyed jobs agree on PRESERVE_RUN_AT (None: keyless, any run)."""
+    runs: list[tuple[int, int, bool]] = []
+    start, current = 0, None
+    for index, flag in enumerate(preserve):
+        differs = flag is not None and current is not None and flag != current
+        if index - start == limit or differs:
+            runs.append((start, index, bool(current)))
+            start, current = index, None
+        if flag is not None:
+            current = flag
+    if start < len(preserve):
+        runs.append((start, len(preserve), bool(current)))
+    return runs
+
+
 def _job_ids(job_ids: Iterable[int]) -> list[int]:
     if isinstance(job_ids, (str, bytes)) or not isinstance(job_ids, Iterable):
         raise InvalidJobSpec(f"job_ids: expected an iterable of int, got {type(job_ids).__name__}")
@@ -639,9 +656,14 @@ class WorkerUtils:
         Every job is checked, run through the hooks and encoded before any SQL is sent;
         a bad job anywhere raises :class:`InvalidJobSpec` (naming ``jobs[i]`` and the field)
         and nothing is written. Two jobs with the same ``job_key``, and ``UNSAFE_DEDUPE``
-        (which only :meth:`add_raw_job` supports), are refused. ``PRESERVE_RUN_AT`` on any
-        job applies to every keyed job of the batch (graphile-worker's ``add_jobs`` takes it
-        for the whole call). Empty input returns ``[]`` without touching the database.
+        (which only :meth:`add_raw_job` supports), are refused. Empty input returns ``[]``
+        without touching the database.
+
+        Each keyed job follows its own ``job_key_mode`` (None: REPLACE), exactly as with
+        :meth:`add_raw_job`; a mode on a job without a ``job_key`` has no effect on it or on
+        any other job. graphile-worker's ``add_jobs`` takes ``PRESERVE_RUN_AT`` for a whole
+        statement, so a batch whose keyed jobs differ on it is sent as one statement per run
+        of consecutive jobs that agree, in one transaction: still all or none.
 
         The jobs come back in the order the database returned them, which is not the input
         order; match them by ``key`` or ``id``. Each carries its own task identifier and
@@ -654,7 +676,7 @@ class WorkerUtils:
         hooks = self._hooks
         json_dumps = self._json_dumps
         now = dt.datetime.now(_UTC) if self._use_local_time else None
-        preserve_run_at = False
+        preserve: list[bool | None] = []  # per job: PRESERVE_RUN_AT asked; None: no key
         keys: dict[str, int] = {}
         spec_fields: dict[int, dict[str, Any]] = {}
         elements: list[dict[str, Any]] = []
@@ -671,9 +693,8 @@ class WorkerUtils:
                     f"jobs[{index}].job_key_mode: UNSAFE_DEDUPE works for single jobs only"
                     " (add_raw_job), not in a batch"
                 )
-            if mode is JobKeyMode.PRESERVE_RUN_AT:
-                preserve_run_at = True
             key = spec.job_key
+            preserve.append(None if key is None else mode is JobKeyMode.PRESERVE_RUN_AT)
             if key is not None:
                 first = keys.setdefault(key, index)
                 if first != index:
@@ -694,10 +715,11 @@ class WorkerUtils:
         count = len(elements)
         # Up to BATCH_SLICE jobs go in one statement. A larger batch is sent a slice at a
         # time inside one transaction (still all or nothing), so that neither side ever holds
-        # the whole result twice: its memory stays near the size of the jobs returned.
+        # the whole result twice: its memory stays near the size of the jobs returned. So is
+        # a batch whose keyed jobs differ on PRESERVE_RUN_AT, which the database takes per
+        # statement: each job then follows its own mode.
         slices = []
-        for start in range(0, count, BATCH_SLICE):
-            stop = min(start + BATCH_SLICE, count)
+        for start, stop, preserve_run_at in _statement_runs(preserve, BATCH_SLICE):
             slices.append(
                 (
                     {

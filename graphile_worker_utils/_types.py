@@ -30,7 +30,7 @@ class JobKeyMode(str, enum.Enum):
     #: permanently failed one is detached and a new job is created. The default.
     REPLACE = "replace"
     #: Like REPLACE, but keep the existing ``run_at`` while the job has not been attempted:
-    #: debouncing that does not push the job further away.
+    #: debouncing that does not push the job further away. In a batch, only for that job.
     PRESERVE_RUN_AT = "preserve_run_at"
     #: Keep the existing job whatever its state and only bump its revision. Single jobs only.
     UNSAFE_DEDUPE = "unsafe_dedupe"
@@ -169,7 +169,8 @@ class JobSpec:
     max_attempts: int | None = attrs.field(default=None, converter=_max_attempts, kw_only=True)
     #: A unique name for the job (1..512 characters) to replace or deduplicate it later.
     job_key: str | None = attrs.field(default=None, converter=_job_key, kw_only=True)
-    #: What to do when a job with ``job_key`` exists; None: REPLACE. Ignored without a key.
+    #: What to do when a job with ``job_key`` exists; None: REPLACE. It concerns this job
+    #: only, in a batch too, and has no effect without a ``job_key``.
     job_key_mode: JobKeyMode | None = attrs.field(
         default=None, converter=_to_job_key_mode, kw_only=True
     )
