@@ -627,7 +627,7 @@ class WorkerUtils:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def add_jobs(self, tasks: Iterable[Task | tuple[Task, JobSpec | None]]) -> list[Job]:
-        """Enqueue typed tasks in one statement, all or none (see :meth:`add_raw_jobs`).
+        """Enqueue typed tasks as one batch, all or none (see :meth:`add_raw_jobs`).
 
         Each item is a task, as :meth:`add_job` takes it, or a ``(task, spec)`` pair: a plain
         ``tuple`` of two items whose second is a :class:`JobSpec` or None. A tuple subclass
@@ -651,7 +651,8 @@ class WorkerUtils:
         return self.add_raw_jobs(raw)
 
     def add_raw_jobs(self, jobs: Iterable[RawJobSpec]) -> list[Job]:
-        """Enqueue many jobs in one statement and one round trip: all of them, or none.
+        """Enqueue many jobs, all of them or none, in one statement and one round trip (more
+        for over 10 000 jobs, or keyed jobs that differ on ``PRESERVE_RUN_AT``: see below).
 
         Every job is checked, run through the hooks and encoded before any SQL is sent;
         a bad job anywhere raises :class:`InvalidJobSpec` (naming ``jobs[i]`` and the field)
@@ -663,7 +664,8 @@ class WorkerUtils:
         :meth:`add_raw_job`; a mode on a job without a ``job_key`` has no effect on it or on
         any other job. graphile-worker's ``add_jobs`` takes ``PRESERVE_RUN_AT`` for a whole
         statement, so a batch whose keyed jobs differ on it is sent as one statement per run
-        of consecutive jobs that agree, in one transaction: still all or none.
+        of consecutive jobs that agree (and over 10 000 jobs go 10 000 per statement), in one
+        transaction: still all or none.
 
         The jobs come back in the order the database returned them, which is not the input
         order; match them by ``key`` or ``id``. Each carries its own task identifier and
