@@ -25,6 +25,7 @@ PAYLOADS = [
     pytest.param("12.5", id="number"),
     pytest.param("{}", id="empty-object"),
     pytest.param("null", id="null"),
+    pytest.param("true", id="boolean"),
 ]
 
 COPIES: list[Any] = [
