@@ -76,10 +76,13 @@ SUPPORTED = [
 ]
 
 
-class Point(NamedTuple):
-    IDENTIFIER = "point"  # NamedTuple takes no ClassVar: a plain attribute
+class PointFields(NamedTuple):
     x: int
     spec: JobSpec | None  # a second item of None made add_jobs take it for a (task, spec) pair
+
+
+class Point(PointFields):
+    IDENTIFIER: ClassVar[str] = "point"
 
 
 class Plain:
@@ -176,7 +179,8 @@ def test_add_jobs_enqueues_every_supported_shape_bare_and_in_pairs(
     tasks = [param.values[0] for param in SUPPORTED]
     expected = sorted((param.values[1], param.values[2]) for param in SUPPORTED)
 
-    jobs = utils.add_jobs([*tasks[:2], *((task, JobSpec(priority=3)) for task in tasks[2:])])
+    items: list[Any] = [*tasks[:2], *((task, JobSpec(priority=3)) for task in tasks[2:])]
+    jobs = utils.add_jobs(items)
 
     assert sorted((job.task_identifier, job.payload) for job in jobs) == expected
     assert sorted(job.priority for job in jobs) == [0, 0, 3, 3, 3]
