@@ -196,24 +196,79 @@ def _jobs(rows: list[tuple[Any, ...]]) -> list[Job]:
     return [_job(row, row[16], row[17]) for row in rows]
 
 
+#: What add_job and add_jobs accept as a task, for their error messages.
+_TASK_SHAPES = (
+    "an instance of an attrs class or a dataclass whose IDENTIFIER class attribute names the"
+    " task (use add_raw_job(s) for any other payload)"
+)
+
+
+def _task_fields(task: object, where: str) -> tuple[str, ...]:
+    # Only attrs classes and dataclasses: their fields are named, so the payload is a JSON
+    # object. A NamedTuple or a plain object would be an array or be refused by the encoder.
+    if isinstance(task, type):
+        raise InvalidJobSpec(
+            f"{where}: got the class {task.__name__}, not an instance; expected {_TASK_SHAPES}"
+        )
+    cls = type(task)
+    if attrs.has(cls):
+        return tuple(field.name for field in attrs.fields(cls))
+    if dataclasses.is_dataclass(cls):
+        return tuple(field.name for field in dataclasses.fields(cls))
+    raise InvalidJobSpec(f"{where}: {cls.__name__} is not a typed task; expected {_TASK_SHAPES}")
+
+
 def _task_identifier(task: object, where: str) -> str:
+    name = type(task).__name__
+    if "IDENTIFIER" in _task_fields(task, where):
+        raise InvalidJobSpec(
+            f"{where}: {name}.IDENTIFIER is a field, so it would be sent in the payload; declare"
+            " it as a class attribute: IDENTIFIER: ClassVar[str] = ..."
+        )
     identifier = getattr(type(task), "IDENTIFIER", None)
+    if identifier is None:
+        raise InvalidJobSpec(f"{where}: {name} has no IDENTIFIER class attribute naming its task")
     if not isinstance(identifier, str):
         raise InvalidJobSpec(
-            f"{where}: {type(task).__name__} has no IDENTIFIER class attribute naming its task"
+            f"{where}: {name}.IDENTIFIER: expected a str, got {type(identifier).__name__}"
         )
     return identifier
 
 
-def _task_payload(task: object) -> Any:
+def _task_payload(task: object) -> dict[str, Any]:
     # A typed task's payload is a dict of its fields (not deep-copied), so that trace
     # propagation and hooks see the same shape as for a raw dict payload.
-    cls = type(task)
-    if attrs.has(cls):
-        return {field.name: getattr(task, field.name) for field in attrs.fields(cls)}
-    if dataclasses.is_dataclass(task) and not isinstance(task, type):
-        return {field.name: getattr(task, field.name) for field in dataclasses.fields(task)}
-    return task
+    return {name: getattr(task, name) for name in _task_fields(task, "task")}
+
+
+def _task_and_spec(item: object, index: int) -> tuple[object, Any]:
+    # Only a plain 2-tuple is a pair: a NamedTuple task is a tuple too. The spec's own type is
+    # checked by RawJobSpec, which names it (jobs[i].spec).
+    if type(item) is not tuple:
+        return item, None
+    if len(item) != 2:
+        raise InvalidJobSpec(
+            f"jobs[{index}]: expected a task or a (task, spec) pair, got a tuple of"
+            f" {len(item)} items"
+        )
+    return item[0], item[1]
+
+
+def _statement_runs(preserve: list[bool | None], limit: int) -> list[tuple[int, int, bool]]:
+    """Split a batch into runs of consecutive jobs, ``(start, stop, preserve_run_at)``, of at
+    most ``limit`` jobs whose keyed jobs agree on PRESERVE_RUN_AT (None: keyless, any run)."""
+    runs: list[tuple[int, int, bool]] = []
+    start, current = 0, None
+    for index, flag in enumerate(preserve):
+        differs = flag is not None and current is not None and flag != current
+        if index - start == limit or differs:
+            runs.append((start, index, bool(current)))
+            start, current = index, None
+        if flag is not None:
+            current = flag
+    if start < len(preserve):
+        runs.append((start, len(preserve), bool(current)))
+    return runs
 
 
 def _job_ids(job_ids: Iterable[int]) -> list[int]:
@@ -486,7 +541,14 @@ class WorkerUtils:
 
     def add_job(self, task: Task, spec: JobSpec | None = None) -> Job:
         """Enqueue a typed task: its class's ``IDENTIFIER`` names the task, its fields are
-        the payload. See :meth:`add_raw_job`.
+        the payload (a JSON object). See :meth:`add_raw_job`.
+
+        ``task`` is an instance of an attrs class or of a dataclass, whose ``IDENTIFIER``
+        class attribute (a str, not a field) names the task; each field, ``ClassVar`` ones
+        excepted, becomes a key of the payload, its value encoded by the payload rules.
+        Anything else (the class itself, a NamedTuple, a plain object, a dict) is refused
+        with :class:`InvalidJobSpec` before any SQL; use :meth:`add_raw_job` for other
+        payloads.
 
         Example::
 
@@ -565,13 +627,22 @@ class WorkerUtils:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def add_jobs(self, tasks: Iterable[Task | tuple[Task, JobSpec | None]]) -> list[Job]:
-        """Enqueue typed tasks in one statement (see :meth:`add_raw_jobs`).
+        """Enqueue typed tasks as one batch, all or none (see :meth:`add_raw_jobs`).
 
-        Each item is a task, or a ``(task, spec)`` pair.
+        Each item is a task, as :meth:`add_job` takes it, or a ``(task, spec)`` pair: a plain
+        ``tuple`` of two items whose second is a :class:`JobSpec` or None. A tuple subclass
+        (a NamedTuple) is never taken for a pair, and is refused as a task. Every item is
+        checked before any SQL; a refused one raises :class:`InvalidJobSpec` naming its
+        position (``jobs[i]``) and nothing is written.
         """
+        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+            raise InvalidJobSpec(
+                "tasks: expected an iterable of tasks or (task, spec) pairs, got"
+                f" {type(tasks).__name__}"
+            )
         raw = []
         for index, item in enumerate(tasks):
-            task, spec = item if isinstance(item, tuple) else (item, None)
+            task, spec = _task_and_spec(item, index)
             identifier = _task_identifier(task, f"jobs[{index}]")
             try:
                 raw.append(RawJobSpec(identifier, _task_payload(task), spec))
@@ -580,14 +651,21 @@ class WorkerUtils:
         return self.add_raw_jobs(raw)
 
     def add_raw_jobs(self, jobs: Iterable[RawJobSpec]) -> list[Job]:
-        """Enqueue many jobs in one statement and one round trip: all of them, or none.
+        """Enqueue many jobs, all of them or none, in one statement and one round trip (more
+        for over 10 000 jobs, or keyed jobs that differ on ``PRESERVE_RUN_AT``: see below).
 
         Every job is checked, run through the hooks and encoded before any SQL is sent;
         a bad job anywhere raises :class:`InvalidJobSpec` (naming ``jobs[i]`` and the field)
         and nothing is written. Two jobs with the same ``job_key``, and ``UNSAFE_DEDUPE``
-        (which only :meth:`add_raw_job` supports), are refused. ``PRESERVE_RUN_AT`` on any
-        job applies to every keyed job of the batch (graphile-worker's ``add_jobs`` takes it
-        for the whole call). Empty input returns ``[]`` without touching the database.
+        (which only :meth:`add_raw_job` supports), are refused. Empty input returns ``[]``
+        without touching the database.
+
+        Each keyed job follows its own ``job_key_mode`` (None: REPLACE), exactly as with
+        :meth:`add_raw_job`; a mode on a job without a ``job_key`` has no effect on it or on
+        any other job. graphile-worker's ``add_jobs`` takes ``PRESERVE_RUN_AT`` for a whole
+        statement, so a batch whose keyed jobs differ on it is sent as one statement per run
+        of consecutive jobs that agree (and over 10 000 jobs go 10 000 per statement), in one
+        transaction: still all or none.
 
         The jobs come back in the order the database returned them, which is not the input
         order; match them by ``key`` or ``id``. Each carries its own task identifier and
@@ -600,7 +678,7 @@ class WorkerUtils:
         hooks = self._hooks
         json_dumps = self._json_dumps
         now = dt.datetime.now(_UTC) if self._use_local_time else None
-        preserve_run_at = False
+        preserve: list[bool | None] = []  # per job: PRESERVE_RUN_AT asked; None: no key
         keys: dict[str, int] = {}
         spec_fields: dict[int, dict[str, Any]] = {}
         elements: list[dict[str, Any]] = []
@@ -617,9 +695,8 @@ class WorkerUtils:
                     f"jobs[{index}].job_key_mode: UNSAFE_DEDUPE works for single jobs only"
                     " (add_raw_job), not in a batch"
                 )
-            if mode is JobKeyMode.PRESERVE_RUN_AT:
-                preserve_run_at = True
             key = spec.job_key
+            preserve.append(None if key is None else mode is JobKeyMode.PRESERVE_RUN_AT)
             if key is not None:
                 first = keys.setdefault(key, index)
                 if first != index:
@@ -640,10 +717,11 @@ class WorkerUtils:
         count = len(elements)
         # Up to BATCH_SLICE jobs go in one statement. A larger batch is sent a slice at a
         # time inside one transaction (still all or nothing), so that neither side ever holds
-        # the whole result twice: its memory stays near the size of the jobs returned.
+        # the whole result twice: its memory stays near the size of the jobs returned. So is
+        # a batch whose keyed jobs differ on PRESERVE_RUN_AT, which the database takes per
+        # statement: each job then follows its own mode.
         slices = []
-        for start in range(0, count, BATCH_SLICE):
-            stop = min(start + BATCH_SLICE, count)
+        for start, stop, preserve_run_at in _statement_runs(preserve, BATCH_SLICE):
             slices.append(
                 (
                     {

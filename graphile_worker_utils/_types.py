@@ -30,7 +30,7 @@ class JobKeyMode(str, enum.Enum):
     #: permanently failed one is detached and a new job is created. The default.
     REPLACE = "replace"
     #: Like REPLACE, but keep the existing ``run_at`` while the job has not been attempted:
-    #: debouncing that does not push the job further away.
+    #: debouncing that does not push the job further away. In a batch, only for that job.
     PRESERVE_RUN_AT = "preserve_run_at"
     #: Keep the existing job whatever its state and only bump its revision. Single jobs only.
     UNSAFE_DEDUPE = "unsafe_dedupe"
@@ -169,7 +169,8 @@ class JobSpec:
     max_attempts: int | None = attrs.field(default=None, converter=_max_attempts, kw_only=True)
     #: A unique name for the job (1..512 characters) to replace or deduplicate it later.
     job_key: str | None = attrs.field(default=None, converter=_job_key, kw_only=True)
-    #: What to do when a job with ``job_key`` exists; None: REPLACE. Ignored without a key.
+    #: What to do when a job with ``job_key`` exists; None: REPLACE. It concerns this job
+    #: only, in a batch too, and has no effect without a ``job_key``.
     job_key_mode: JobKeyMode | None = attrs.field(
         default=None, converter=_to_job_key_mode, kw_only=True
     )
@@ -216,7 +217,15 @@ class RescheduleOptions:
 
 @runtime_checkable
 class Task(Protocol):
-    """A typed job: a class (attrs, dataclass, …) whose fields are the payload.
+    """A typed job for :meth:`WorkerUtils.add_job` and :meth:`WorkerUtils.add_jobs`.
+
+    Supported: an instance of an attrs class or of a dataclass. Its ``IDENTIFIER`` class
+    attribute (a str; ``ClassVar[str]``, not a field) names the task, and its fields are the
+    payload: a JSON object with one key per field, each value encoded by the payload rules.
+    Refused with :class:`InvalidJobSpec`, before any SQL: the class itself instead of an
+    instance, a NamedTuple (it would be a JSON array), a plain class, a dict or any other
+    object, a missing or non-str ``IDENTIFIER``, and an ``IDENTIFIER`` declared as a field.
+    Use :meth:`WorkerUtils.add_raw_job` for any other payload.
 
     Example::
 
@@ -233,13 +242,21 @@ class Task(Protocol):
 _UNDECODED: Any = object()
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(slots=True, unsafe_hash=False)
 class Job:
     """A job row as the database returned it. Datetimes are timezone-aware UTC.
 
     The payload arrives as the JSON text the database stores (``payload_json``) and is decoded
     on first access of ``payload``, so enqueueing many jobs does not pay for decoding payloads
     nobody reads.
+
+    Two jobs are equal when every column is; payloads compare as their ``payload_json`` text.
+    A job is not hashable (``hash(job)`` raises TypeError, with or without flags): it is a
+    snapshot of a row whose ``flags`` is a list, and two snapshots of one job differ once it
+    changes; key dicts and sets by ``job.id``. ``pickle``, ``copy.copy``, ``copy.deepcopy`` and
+    ``attrs.evolve`` make an equal job (evolved: with the changes) whose ``payload`` is decoded
+    again from its own ``payload_json``: the decoded value is never carried over, so a copy
+    never shares a mutable payload with the original and always matches its JSON text.
     """
 
     id: int
@@ -275,7 +292,21 @@ class Job:
             object.__setattr__(self, "_payload", value)
         return value
 
+    def __getstate__(self) -> dict[str, Any]:
+        # The decoded payload is a cache of payload_json: left out, so that it is rebuilt
+        # from the text (never a stale or shared value, never a foreign sentinel).
+        return {name: getattr(self, name) for name in _JOB_STATE}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in _JOB_STATE:
+            object.__setattr__(self, name, state[name])
+        object.__setattr__(self, "_payload", _UNDECODED)
+
     @property
     def is_permanently_failed(self) -> bool:
         """Whether the job used all its attempts and will never run again."""
         return self.attempts >= self.max_attempts
+
+
+#: The columns a pickled or copied job carries: every field but the payload cache.
+_JOB_STATE = tuple(field.name for field in attrs.fields(Job) if field.init)

@@ -30,6 +30,7 @@ from graphile_worker_utils import (
     RawJobSpec,
     WorkerUtils,
 )
+from graphile_worker_utils._client import _statement_runs
 
 Connection = psycopg.Connection[Any]
 
@@ -312,35 +313,122 @@ def test_preserve_run_at_takes_the_new_run_at_of_a_retrying_job(
     assert (row["run_at"], row["attempts"], row["last_error"]) == (T_NEW, 0, None)
 
 
-def test_preserve_run_at_on_one_job_of_a_batch_applies_to_every_keyed_job(
+def keyed(key: str, mode: JobKeyMode | None, n: int = 0, **fields: Any) -> RawJobSpec:
+    return RawJobSpec("a", {"n": n}, JobSpec(job_key=key, job_key_mode=mode, **fields))
+
+
+def run_ats(conn: Connection, schema: str) -> dict[str | None, dt.datetime]:
+    return {row["key"]: row["run_at"] for row in job_rows(conn, schema)}
+
+
+def test_each_keyed_job_of_a_batch_follows_its_own_job_key_mode(
     utils: WorkerUtils, conn: Connection, schema: str
 ) -> None:
-    first = utils.add_raw_job("a", {}, JobSpec(job_key="k1", run_at=T_OLD))
-    second = utils.add_raw_job("a", {}, JobSpec(job_key="k2", run_at=T_OLD))
+    for key in ("k1", "k2", "k4", "k5"):
+        utils.add_raw_job("a", {}, JobSpec(job_key=key, run_at=T_OLD))
 
     jobs = utils.add_raw_jobs(
         [
-            RawJobSpec(
-                "a", {"n": 1}, JobSpec(job_key="k1", run_at=T_NEW, job_key_mode=JobKeyMode.REPLACE)
-            ),
-            RawJobSpec(
-                "a",
-                {"n": 2},
-                JobSpec(job_key="k2", run_at=T_NEW, job_key_mode=JobKeyMode.PRESERVE_RUN_AT),
-            ),
-            RawJobSpec("a", {"n": 3}, JobSpec(job_key="k3", run_at=T_NEW)),
+            keyed("k1", JobKeyMode.REPLACE, run_at=T_NEW),
+            keyed("k2", JobKeyMode.PRESERVE_RUN_AT, run_at=T_NEW),
+            keyed("k3", JobKeyMode.PRESERVE_RUN_AT, run_at=T_NEW),  # new: takes its run_at
+            keyed("k4", None, run_at=T_NEW),  # None is REPLACE
+            keyed("k5", JobKeyMode.PRESERVE_RUN_AT, run_at=T_NEW),
         ]
     )
 
-    by_key = {job.key: job for job in jobs}
-    assert (by_key["k1"].id, by_key["k1"].run_at) == (first.id, T_OLD)
-    assert (by_key["k2"].id, by_key["k2"].run_at) == (second.id, T_OLD)
-    assert by_key["k3"].run_at == T_NEW  # a new job takes the run_at it was given
-    assert {row["key"]: row["run_at"] for row in job_rows(conn, schema)} == {
-        "k1": T_OLD,
-        "k2": T_OLD,
-        "k3": T_NEW,
-    }
+    expected = {"k1": T_NEW, "k2": T_OLD, "k3": T_NEW, "k4": T_NEW, "k5": T_OLD}
+    assert {job.key: job.run_at for job in jobs} == expected
+    assert run_ats(conn, schema) == expected
+
+
+def test_a_keyless_preserve_run_at_in_a_batch_changes_no_other_job(
+    utils: WorkerUtils, conn: Connection, schema: str
+) -> None:
+    # graphile-worker takes PRESERVE_RUN_AT for a whole add_jobs call: sent as one flag, this
+    # keyless spec used to keep the old run_at of the keyed job it has nothing to do with.
+    old = utils.add_raw_job("a", {}, JobSpec(job_key="k1", run_at=T_OLD))
+
+    jobs = utils.add_raw_jobs(
+        [
+            RawJobSpec("a", {"n": 0}, JobSpec(job_key_mode=JobKeyMode.PRESERVE_RUN_AT)),
+            keyed("k1", None, 1, run_at=T_NEW),
+        ]
+    )
+
+    by_n = {job.payload["n"]: job for job in jobs}
+    assert (by_n[1].id, by_n[1].run_at) == (old.id, T_NEW)
+    assert by_n[0].key is None
+    assert run_ats(conn, schema)["k1"] == T_NEW
+
+
+def test_a_batch_of_mixed_modes_is_all_or_nothing(
+    utils: WorkerUtils, conn: Connection, schema: str
+) -> None:
+    # Only the database knows the last job is bad: a constraint added for the test. The
+    # replacement of k1 went in an earlier statement of the same transaction.
+    old = utils.add_raw_job("a", {"n": 0}, JobSpec(job_key="k1", run_at=T_OLD))
+    conn.execute(
+        sql.SQL(
+            "alter table {} add constraint no_poison check (payload::text <> '{{\"n\":-1}}')"
+        ).format(table(schema, "_private_jobs"))
+    )
+
+    with pytest.raises(DatabaseError, match="no_poison"):
+        utils.add_raw_jobs(
+            [
+                keyed("k1", JobKeyMode.REPLACE, 1, run_at=T_NEW),
+                keyed("k2", JobKeyMode.PRESERVE_RUN_AT, -1),
+            ]
+        )
+
+    (row,) = job_rows(conn, schema)
+    assert (row["id"], row["run_at"], row["payload"], row["revision"]) == (
+        old.id,
+        T_OLD,
+        {"n": 0},
+        0,
+    )
+
+
+def test_a_batch_of_mixed_modes_joins_the_callers_transaction(
+    utils: WorkerUtils, conn: Connection, schema: str, caller_conn: Connection
+) -> None:
+    utils.add_raw_job("a", {}, JobSpec(job_key="k1", run_at=T_OLD))
+    caller_conn.execute("select 1")
+
+    jobs = WorkerUtils(caller_conn, schema=schema).add_raw_jobs(
+        [
+            keyed("k1", JobKeyMode.PRESERVE_RUN_AT, run_at=T_NEW),
+            keyed("k2", JobKeyMode.REPLACE, run_at=T_NEW),
+        ]
+    )
+
+    assert {job.key: job.run_at for job in jobs} == {"k1": T_OLD, "k2": T_NEW}
+    assert caller_conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    caller_conn.rollback()
+    assert run_ats(conn, schema) == {"k1": T_OLD}
+
+
+P, R, NOKEY = True, False, None  # a keyed PRESERVE_RUN_AT job, a keyed REPLACE one, keyless
+
+
+@pytest.mark.parametrize(
+    ("preserve", "limit", "runs"),
+    [
+        pytest.param([], 3, [], id="empty"),
+        pytest.param([NOKEY] * 4, 10, [(0, 4, False)], id="keyless"),
+        pytest.param([NOKEY, P, NOKEY, P], 10, [(0, 4, True)], id="keyless-joins-preserve"),
+        pytest.param([P, NOKEY, R, NOKEY], 10, [(0, 2, True), (2, 4, False)], id="mixed"),
+        pytest.param([R, P, R], 10, [(0, 1, False), (1, 2, True), (2, 3, False)], id="alternate"),
+        pytest.param([P] * 5, 2, [(0, 2, True), (2, 4, True), (4, 5, True)], id="slices"),
+        pytest.param([NOKEY, NOKEY, R, P], 2, [(0, 2, False), (2, 3, False), (3, 4, True)]),
+    ],
+)
+def test_a_batch_is_split_into_runs_that_agree_on_preserve_run_at(
+    preserve: list[bool | None], limit: int, runs: list[tuple[int, int, bool]]
+) -> None:
+    assert _statement_runs(preserve, limit) == runs
 
 
 def test_a_batch_without_preserve_run_at_replaces_every_run_at(
