@@ -1359,8 +1359,8 @@ def _demo_start(
         return
     ctx.out(
         f"demo on database {conn.info.dbname!r} at {conn.info.host}:{conn.info.port}"
-        f" (PostgreSQL {version}, as {conn.info.user!r}), in the scratch schema {schema!r}:"
-        " created now, dropped at the end"
+        f" (PostgreSQL {version}, as {conn.info.user!r}), in a new scratch schema {schema!r}"
+        " that it drops at the end"
     )
     _refuse_active_pools(ctx, conn, schema)
 
