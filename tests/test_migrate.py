@@ -116,14 +116,6 @@ def test_rerunning_migrate_is_a_no_op(conn: Conn, schema: str) -> None:
     assert diff(catalog_before, snapshot(conn, schema)) == []
 
 
-def test_migrate_notifies_running_workers(conn: Conn, schema: str, pg_dsn: str) -> None:
-    with psycopg.connect(pg_dsn, autocommit=True) as listener:
-        listener.execute('listen "worker:migrate"')
-        WorkerUtils(conn, schema=schema).migrate()
-        notices = list(listener.notifies(timeout=5, stop_after=1))
-    assert [n.payload for n in notices] == ['{"migrationNumber":20,"breaking":true}']
-
-
 def test_newer_breaking_revision_is_refused_naming_both_numbers(conn: Conn, schema: str) -> None:
     utils = WorkerUtils(conn, schema=schema)
     utils.migrate()
