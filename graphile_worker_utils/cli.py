@@ -425,10 +425,23 @@ def build_parser() -> argparse.ArgumentParser:
         "reschedule", "change when and how jobs run (locked ones skipped; unset options kept)"
     )
     reschedule.add_argument("job_ids", metavar="ID", nargs="+", type=_job_id)
-    reschedule.add_argument("--run-at", type=_aware_datetime, metavar="ISO8601")
-    reschedule.add_argument("--priority", type=int)
-    reschedule.add_argument("--attempts", type=int)
-    reschedule.add_argument("--max-attempts", type=int)
+    reschedule.add_argument(
+        "--run-at",
+        type=_aware_datetime,
+        metavar="ISO8601",
+        help="when they may run next, with a UTC offset (2030-01-31T09:00:00+01:00)",
+    )
+    reschedule.add_argument(
+        "--priority", type=int, help="their priority (lower runs first; -32768..32767)"
+    )
+    reschedule.add_argument(
+        "--attempts",
+        type=int,
+        help="attempts already made (0 gives a failed job all its attempts again)",
+    )
+    reschedule.add_argument(
+        "--max-attempts", type=int, help="attempts before a job fails for good (1..32767)"
+    )
     _add_json_option(reschedule)
 
     unlock = command(
