@@ -228,6 +228,8 @@ def test_a_schema_older_than_revision_16_is_refused_with_what_migrating_stops(
     check = cli(dsn, migrated, "migrate", "--check")
     assert check.returncode == ExitCode.SCHEMA_BEHIND, check
     assert "graphile-worker 0.16+" in check.stdout and "16, 19" in check.stdout, check.stdout
+    line = assert_one_line_error(cli(dsn, migrated, "migrate"), ExitCode.SCHEMA_BEHIND)
+    assert "0.16 or newer" in line and "breaking revisions 16, 19" in line, line
 
 
 def test_a_newer_breaking_revision_is_refused_everywhere(
