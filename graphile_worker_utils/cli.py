@@ -697,7 +697,7 @@ def migrating_effect(revision: int) -> str:
     "would": a breaking revision makes them shut down, and refuse to start again."""
     breaking = pending_breaking(revision)
     if not breaking:
-        return "apply only non-breaking revisions, which stop no worker"
+        return "apply only non-breaking revisions and stop no worker"
     numbers = ", ".join(str(r) for r in breaking)
     workers = release_of(revision).removeprefix("a ").removesuffix(" pre-release")
     return (
@@ -1717,7 +1717,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parse_arguments(argv)
     except CliError as error:
-        print(f"{PROG}: error: {masker(error.message)}", file=sys.stderr)
+        try:
+            print(f"{PROG}: error: {masker(error.message)}", file=sys.stderr)
+        except BrokenPipeError:
+            silence(sys.stderr)
         return int(error.code)
     except SystemExit as done:  # --help
         code = done.code if isinstance(done.code, int) else 0
