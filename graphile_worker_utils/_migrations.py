@@ -261,6 +261,12 @@ def _step(
         return [following], False, following
 
 
+def _breaking_after(revision: int) -> str:
+    # For messages: the breaking revisions migrating from ``revision`` would apply.
+    breaking = [r for r in sorted(BREAKING_REVISIONS) if revision < r <= LATEST_REVISION]
+    return ", ".join(str(r) for r in breaking)
+
+
 class _PeerInProgress(Exception):
     def __init__(self, revision: int) -> None:
         self.revision = revision
@@ -302,7 +308,10 @@ def migrate(
                     f"schema {schema!r} is at revision {peer.revision}; graphile-worker-utils"
                     f" upgrades schemas from revision {OLDEST_UPGRADABLE_REVISION} up. Run"
                     " graphile-worker 0.16 or newer against it once (for example"
-                    " `graphile-worker --schema-only`), then migrate again"
+                    " `graphile-worker --schema-only`), then migrate again; together they"
+                    f" apply breaking revisions {_breaking_after(peer.revision)}, which stop"
+                    " the workers running on it now (upgrade them to graphile-worker 0.17+"
+                    " first)"
                 ) from None
             sleep(_PEER_POLL_SECONDS)
             continue

