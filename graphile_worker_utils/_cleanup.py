@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.rows import tuple_row
 
 from ._errors import CleanupBusyError, ConnectionStateError, InvalidJobSpec
 from ._templates import catalog
@@ -28,7 +29,6 @@ from ._types import CleanupTask, check_text
 logger = logging.getLogger("graphile_worker_utils")
 
 T = TypeVar("T")
-CursorFactory = Callable[["psycopg.Connection[Any]"], "psycopg.Cursor[tuple[Any, ...]]"]
 
 #: How long :meth:`WorkerUtils.cleanup` retries, by default, while open enqueuing transactions
 #: keep the tables of its garbage collections busy (seconds).
@@ -118,7 +118,6 @@ def run_cleanup(
     schema: str,
     *,
     owned: bool,
-    cursor: CursorFactory,
     wanted: set[CleanupTask],
     keep: list[str],
     busy_timeout: float,
@@ -132,16 +131,19 @@ def run_cleanup(
     collections = [entry for entry in _COLLECTIONS if entry[0] in wanted]
     with nullcontext() if owned else atomic(conn, owned=False):
         if collections and not owned:
-            _require_read_committed(conn, cursor)
+            _require_read_committed(conn)
         if CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS in wanted:
-            with atomic(conn, owned=owned), cursor(conn) as cur:
+            with atomic(conn, owned=owned), _cursor(conn) as cur:
                 cur.execute(catalog.render("cleanup_delete_permanently_failed_jobs", schema))
                 removed[CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS] = _count(cur)
         if collections:
-            removed.update(
-                _collect(conn, schema, owned, cursor, collections, keep, busy_timeout, removed)
-            )
+            removed.update(_collect(conn, schema, owned, collections, keep, busy_timeout, removed))
     return removed
+
+
+def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
+    # Tuple rows whatever row factory the caller gave the connection; only integers are read.
+    return psycopg.Cursor(conn, row_factory=tuple_row)
 
 
 def _count(cur: psycopg.Cursor[tuple[Any, ...]]) -> int:
@@ -149,10 +151,10 @@ def _count(cur: psycopg.Cursor[tuple[Any, ...]]) -> int:
     return int(count)
 
 
-def _require_read_committed(conn: psycopg.Connection[Any], cursor: CursorFactory) -> None:
+def _require_read_committed(conn: psycopg.Connection[Any]) -> None:
     # A REPEATABLE READ or SERIALIZABLE snapshot taken before an enqueue committed shows its
     # queue and task unused: deleting them would orphan the job, lock or no lock.
-    with cursor(conn) as cur:
+    with _cursor(conn) as cur:
         cur.execute("select current_setting('transaction_isolation')")
         (isolation,) = cur.fetchone() or ("",)
     if isolation != "read committed":
@@ -168,7 +170,6 @@ def _collect(
     conn: psycopg.Connection[Any],
     schema: str,
     owned: bool,
-    cursor: CursorFactory,
     collections: list[Collection],
     keep: list[str],
     busy_timeout: float,
@@ -177,17 +178,14 @@ def _collect(
     """The garbage collections: candidates read without locks, then one short transaction
     that locks the tables (NOWAIT, retried until ``busy_timeout``) and deletes them."""
     counts = dict.fromkeys((task for task, _, _ in collections), 0)
-    with atomic(conn, owned=owned), cursor(conn) as cur:
-        candidates = {}
-        for task, operation, _ in collections:
-            cur.execute(catalog.render(operation, schema, candidates=True), {"keep": keep})
-            candidates[task] = [row[0] for row in cur.fetchall()]
+    candidates = _candidates(conn, schema, owned, collections, keep)
     todo = [entry for entry in collections if candidates[entry[0]]]
     if not todo:
         return counts
+    names = ", ".join(task.name for task, _, _ in todo)
 
     def attempt() -> dict[CleanupTask, int]:
-        with atomic(conn, owned=owned), cursor(conn) as cur:
+        with atomic(conn, owned=owned), _cursor(conn) as cur:
             for _, _, clauses in todo:
                 cur.execute(catalog.render("cleanup_lock", schema, **clauses))
             for task, operation, _ in todo:
@@ -196,22 +194,33 @@ def _collect(
         return counts
 
     def on_busy(wait: float) -> None:
-        logger.debug(
-            "cleanup on schema %r: an enqueuing transaction is open on the tables of %s;"
-            " retrying in %.3f s",
-            schema,
-            ", ".join(task.name for task, _, _ in todo),
-            wait,
-        )
+        logger.debug("cleanup on schema %r: %s busy, retrying in %.3f s", schema, names, wait)
 
     try:
         return retry_while_busy(attempt, time.monotonic() + busy_timeout, on_busy)
     except pg_errors.LockNotAvailable as error:
         raise CleanupBusyError(
-            f"cleanup on schema {schema!r}: {', '.join(task.name for task, _, _ in todo)} not"
-            f" run: enqueuing transactions kept the tables busy for {busy_timeout:g} s"
-            " (busy_timeout); nothing was deleted by them. Run cleanup when no long"
-            " transaction that enqueues is open, or with a longer busy_timeout",
+            f"cleanup on schema {schema!r}: {names} not run: transactions that enqueue (or"
+            f" another cleanup) kept their tables busy for {busy_timeout:g} s (busy_timeout);"
+            " they deleted nothing. Run cleanup when no long transaction that enqueues is"
+            " open, or with a longer busy_timeout",
             tasks=tuple(task for task, _, _ in todo),
             removed=dict(removed) if owned else {},
         ) from error
+
+
+def _candidates(
+    conn: psycopg.Connection[Any],
+    schema: str,
+    owned: bool,
+    collections: list[Collection],
+    keep: list[str],
+) -> dict[CleanupTask, list[int]]:
+    """The ids each collection would delete, read without locking anything: with none, the
+    collection needs no lock at all."""
+    found = {}
+    with atomic(conn, owned=owned), _cursor(conn) as cur:
+        for task, operation, _ in collections:
+            cur.execute(catalog.render(operation, schema, candidates=True), {"keep": keep})
+            found[task] = [row[0] for row in cur.fetchall()]
+    return found

@@ -891,7 +891,6 @@ class WorkerUtils:
                     conn,
                     self._schema,
                     owned=owned,
-                    cursor=_cursor,
                     wanted=wanted,
                     keep=keep,
                     busy_timeout=timeout,

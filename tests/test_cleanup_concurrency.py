@@ -21,6 +21,7 @@ import psycopg
 import pytest
 from psycopg import errors as pg_errors
 from psycopg import pq, sql
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from graphile_worker_utils import (
@@ -378,6 +379,23 @@ def test_without_enqueuers_cleanup_deletes_what_it_always_did(
         )
     } == {"live", "kept"}
     assert runnable(conn, schema, kept.id) == ("live", "live_q")
+
+
+def test_cleanup_reads_its_counts_whatever_row_factory_the_connection_has(
+    pg_dsn: str, utils: WorkerUtils, schema: str
+) -> None:
+    unused_task_and_queue(utils, "t", "q")
+    failed = utils.add_raw_job("dead", {})
+    utils.permanently_fail_jobs([failed.id])
+    with psycopg.connect(pg_dsn, autocommit=True, row_factory=dict_row) as dict_conn:
+        removed = WorkerUtils(dict_conn, schema=schema).cleanup(list(CleanupTask))
+        assert dict_conn.row_factory is dict_row
+
+    assert removed == {
+        CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: 1,
+        CleanupTask.GC_TASK_IDENTIFIERS: 2,
+        CleanupTask.GC_JOB_QUEUES: 1,
+    }
 
 
 # --------------------------------------------------------------------------------------------
