@@ -19,8 +19,8 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import IsolationLevel, pq, sql
 from psycopg import errors as pg_errors
-from psycopg import pq, sql
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
@@ -38,6 +38,7 @@ from tests._worker import wait_until
 Connection = psycopg.Connection[Any]
 GC_QUEUES = [CleanupTask.GC_JOB_QUEUES]
 GC_TASKS = [CleanupTask.GC_TASK_IDENTIFIERS]
+TABLES = ("_private_tasks", "_private_job_queues")  # what the collections lock
 # Long enough never to run out while a test holds an enqueuer open; the tests end it sooner.
 PATIENT = 120.0
 WAIT = 60.0  # seconds a test waits for a session before failing (never reached when correct)
@@ -87,11 +88,14 @@ def in_jobs_view(conn: Connection, schema: str, job_id: int) -> tuple[str, str |
     return None if row is None else (row[0], row[1])
 
 
-def waiting_on_a_lock(monitor: Connection, pid: int) -> bool:
+def lock_waiters(monitor: Connection, schema: str, *names: str) -> int:
+    """How many sessions wait for a lock on these tables of ``schema`` (no backend pids:
+    PgBouncer makes them up)."""
     row = monitor.execute(
-        "select count(*) from pg_locks where pid = %s and not granted", [pid]
+        "select count(*) from pg_locks where not granted and relation = any(%s::regclass[])",
+        [[f"{sql.Identifier(schema).as_string(monitor)}.{name}" for name in names]],
     ).fetchone()
-    return bool(row and row[0])
+    return int(row[0]) if row else 0
 
 
 @dataclass
@@ -265,10 +269,9 @@ def test_a_row_deleted_between_the_enqueues_two_steps_is_not_lost(
     unused_task_and_queue(utils, "t", "q")
     other.execute("begin")
     other.execute(sql.SQL("lock table {} in share mode").format(table(schema, "_private_jobs")))
-    pid = enqueuer.info.backend_pid
     enqueue = Background(lambda: WorkerUtils(enqueuer, schema=schema).add_raw_job("t", {}, spec))
     try:
-        wait_until(lambda: waiting_on_a_lock(conn, pid), WAIT, "the enqueue to wait on the jobs")
+        wait_until(lambda: lock_waiters(conn, schema, "_private_jobs"), WAIT, "the enqueue to wait")
         with pytest.raises(CleanupBusyError):
             utils.cleanup(tasks, busy_timeout=0)
     finally:
@@ -302,18 +305,17 @@ def test_an_enqueue_is_not_held_up_while_cleanup_retries(
         )
         assert retrying.wait(WAIT), "cleanup did not retry while an enqueuer was open"
 
-        pid = other.info.backend_pid
         second = Background(
             lambda: WorkerUtils(other, schema=schema).add_raw_job(
                 "t2", {}, JobSpec(queue_name="q2")
             )
         )
         wait_until(
-            lambda: second.done.is_set() or waiting_on_a_lock(conn, pid),
+            lambda: second.done.is_set() or lock_waiters(conn, schema, *TABLES),
             WAIT,
             "the second enqueue to finish or wait",
         )
-        assert not waiting_on_a_lock(conn, pid)
+        assert lock_waiters(conn, schema, *TABLES) == 0
         assert not cleanup.done.is_set()  # still retrying: the first enqueuer is open
         later = second.outcome()
         enqueuer.commit()
@@ -332,11 +334,10 @@ def test_an_enqueue_waits_only_until_the_cleanup_that_holds_the_lock_ends(
     unused_task_and_queue(utils, "t", "q")
     removed = WorkerUtils(caller_conn, schema=schema).cleanup([*GC_TASKS, *GC_QUEUES])
     assert removed == {CleanupTask.GC_TASK_IDENTIFIERS: 1, CleanupTask.GC_JOB_QUEUES: 1}
-    pid = enqueuer.info.backend_pid
     enqueue = Background(
         lambda: WorkerUtils(enqueuer, schema=schema).add_raw_job("t", {}, JobSpec(queue_name="q"))
     )
-    wait_until(lambda: waiting_on_a_lock(conn, pid), WAIT, "the enqueue to wait on cleanup")
+    wait_until(lambda: lock_waiters(conn, schema, *TABLES), WAIT, "the enqueue to wait")
 
     caller_conn.commit()
     job = enqueue.outcome()
@@ -442,14 +443,18 @@ def test_collections_refuse_a_callers_transaction_above_read_committed(
     assert runnable(conn, schema, job.id) == ("t", "q")
 
 
-def test_a_pool_with_repeatable_read_by_default_still_collects_safely(
+def test_a_pool_whose_transactions_are_repeatable_read_still_collects(
     pg_dsn: str, utils: WorkerUtils, conn: Connection, schema: str
 ) -> None:
-    # Where the library owns the transaction, its lock comes before any snapshot is taken.
+    # Where the library owns the transaction, its first statement is the lock: the snapshot
+    # the delete reads comes after it, whatever the isolation level.
     unused_task_and_queue(utils, "old", "old_q")
     job = utils.add_raw_job("live", {}, JobSpec(queue_name="live_q"))
-    options = "-c default_transaction_isolation=repeatable\\ read"
-    with ConnectionPool(pg_dsn, min_size=1, kwargs={"options": options}, open=True) as pool:
+
+    def repeatable_read(connection: Connection) -> None:
+        connection.isolation_level = IsolationLevel.REPEATABLE_READ
+
+    with ConnectionPool(pg_dsn, min_size=1, configure=repeatable_read, open=True) as pool:
         removed = WorkerUtils(pool, schema=schema).cleanup([*GC_TASKS, *GC_QUEUES])
 
     assert removed == {CleanupTask.GC_TASK_IDENTIFIERS: 1, CleanupTask.GC_JOB_QUEUES: 1}
