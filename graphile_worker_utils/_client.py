@@ -867,7 +867,7 @@ class WorkerUtils:
         identifiers, then queues), whatever order they are named in. Locked jobs and queues
         are skipped. ``GC_TASK_IDENTIFIERS`` keeps the identifiers in
         ``task_identifiers_to_keep``: a running worker caches task ids, so deleting an
-        identifier it serves hides that task's next jobs from it until it restarts -- keep
+        identifier it serves hides that task's next jobs from it until it restarts — keep
         the identifiers your workers serve.
 
         The garbage collections never delete a task or queue that a job being enqueued at
