@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from ._client import KEY_RACE_ATTEMPTS, WorkerUtils
     from ._errors import (
+        CleanupBusyError,
         ConnectionStateError,
         DatabaseError,
         GraphileWorkerError,
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
 _LOCATIONS = {
     "KEY_RACE_ATTEMPTS": "_client",
     "WorkerUtils": "_client",
+    "CleanupBusyError": "_errors",
     "ConnectionStateError": "_errors",
     "DatabaseError": "_errors",
     "GraphileWorkerError": "_errors",
@@ -96,6 +98,7 @@ __all__ = [
     "KEY_RACE_ATTEMPTS",
     "LATEST_REVISION",
     "BeforeScheduleHook",
+    "CleanupBusyError",
     "CleanupTask",
     "ConnectionStateError",
     "Continue",

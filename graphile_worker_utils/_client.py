@@ -20,6 +20,13 @@ from psycopg.types.json import JsonbBinaryLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import _migrations
+from ._cleanup import (
+    CLEANUP_BUSY_TIMEOUT,
+    busy_timeout_seconds,
+    keep_list,
+    run_cleanup,
+    wanted_tasks,
+)
 from ._errors import (
     ConnectionStateError,
     DatabaseError,
@@ -74,13 +81,6 @@ BATCH_SLICE = 10_000
 _UTC = dt.timezone.utc
 _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=_UTC)
 _unpack_int64 = struct.Struct("!q").unpack
-
-# Cleanup tasks run in this order whatever order the caller names them (graphile-worker's).
-_CLEANUP_ORDER = (
-    (CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS, "cleanup_delete_permanently_failed_jobs"),
-    (CleanupTask.GC_TASK_IDENTIFIERS, "cleanup_gc_task_identifiers"),
-    (CleanupTask.GC_JOB_QUEUES, "cleanup_gc_job_queues"),
-)
 
 
 class _UtcTimestamptzBinaryLoader(Loader):
@@ -941,51 +941,42 @@ class WorkerUtils:
         self,
         tasks: Iterable[CleanupTask] = (CleanupTask.GC_JOB_QUEUES,),
         task_identifiers_to_keep: Iterable[str] = (),
+        *,
+        busy_timeout: float = CLEANUP_BUSY_TIMEOUT,
     ) -> dict[CleanupTask, int]:
         """Run maintenance and return how many rows each task removed.
 
-        The tasks run in one transaction, always in graphile-worker's order (permanently
-        failed jobs, then task identifiers, then queues), whatever order they are named in.
-        Locked jobs and queues are skipped. ``GC_TASK_IDENTIFIERS`` keeps the identifiers in
+        The tasks run in graphile-worker's order (permanently failed jobs, then task
+        identifiers, then queues), whatever order they are named in. Locked jobs and queues
+        are skipped. ``GC_TASK_IDENTIFIERS`` keeps the identifiers in
         ``task_identifiers_to_keep``: a running worker caches task ids, so deleting an
-        identifier it serves hides that task's next jobs from it until it restarts — keep the
-        identifiers your workers serve.
+        identifier it serves hides that task's next jobs from it until it restarts — keep
+        the identifiers your workers serve.
+
+        The garbage collections never delete a task or queue that a job being enqueued at
+        the same moment uses: they delete only while no transaction that enqueued is open on
+        their tables, which they lock for the delete alone (enqueuers wait at most that long;
+        they never wait behind cleanup). While such a transaction is open they retry for up to
+        ``busy_timeout`` seconds, then raise :class:`CleanupBusyError`. Where the library owns
+        the transaction, each step commits on its own; inside the caller's transaction (which
+        must be READ COMMITTED for the collections) the locks last until the caller ends it,
+        and an error leaves nothing of the run behind.
         """
-        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
-            raise InvalidJobSpec(
-                f"tasks: expected an iterable of CleanupTask, got {type(tasks).__name__}"
-            )
-        wanted = set()
-        for index, task in enumerate(tasks):
-            try:
-                by_name = CleanupTask.__members__.get(task) if isinstance(task, str) else None
-                wanted.add(by_name or CleanupTask(task))
-            except (ValueError, TypeError):
-                allowed = ", ".join(task.name for task in CleanupTask)
-                raise InvalidJobSpec(f"tasks[{index}]: {task!r} is not one of {allowed}") from None
-        if isinstance(task_identifiers_to_keep, (str, bytes)) or not isinstance(
-            task_identifiers_to_keep, Iterable
-        ):
-            raise InvalidJobSpec(
-                "task_identifiers_to_keep: expected an iterable of str, got"
-                f" {type(task_identifiers_to_keep).__name__}"
-            )
-        keep = [
-            check_text(f"task_identifiers_to_keep[{index}]", identifier)
-            for index, identifier in enumerate(task_identifiers_to_keep)
-        ]
-        removed: dict[CleanupTask, int] = {}
+        wanted = wanted_tasks(tasks)
+        keep = keep_list(task_identifiers_to_keep)
+        timeout = busy_timeout_seconds(busy_timeout)
         with (
             operation_span("cleanup", self._schema, enqueue=False),
             self._connection() as (conn, owned),
         ):
             try:
-                with atomic(conn, owned=owned), _cursor(conn) as cur:
-                    for task, operation in _CLEANUP_ORDER:
-                        if task in wanted:
-                            cur.execute(catalog.render(operation, self._schema), {"keep": keep})
-                            (count,) = cur.fetchone() or (0,)
-                            removed[task] = count
+                return run_cleanup(
+                    conn,
+                    self._schema,
+                    owned=owned,
+                    wanted=wanted,
+                    keep=keep,
+                    busy_timeout=timeout,
+                )
             except psycopg.Error as error:
                 raise self._database_error("cleanup", error) from error
-        return removed

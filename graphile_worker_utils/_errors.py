@@ -6,6 +6,11 @@ exception is kept as ``__cause__``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._types import CleanupTask
+
 
 class GraphileWorkerError(Exception):
     """Base class of every error raised by ``graphile_worker_utils``."""
@@ -71,3 +76,21 @@ class ConnectionStateError(GraphileWorkerError):
 
 class DatabaseError(GraphileWorkerError):
     """The database refused an operation; the psycopg error is the ``__cause__``."""
+
+
+class CleanupBusyError(DatabaseError):
+    """``cleanup()`` gave up on its garbage collections: transactions that enqueued jobs kept
+    the tables they clean open for the whole ``busy_timeout``. Those collections deleted
+    nothing; run cleanup again later. The ``LockNotAvailable`` of the last try is the cause.
+
+    ``tasks`` are the collections not run. ``removed`` is what the tasks before them removed
+    and committed (where the library owns the transaction; inside the caller's transaction
+    cleanup leaves nothing behind when it raises, so it is empty there).
+    """
+
+    def __init__(
+        self, message: str, *, tasks: tuple[CleanupTask, ...], removed: dict[CleanupTask, int]
+    ) -> None:
+        super().__init__(message)
+        self.tasks = tasks
+        self.removed = removed
