@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from types import TracebackType
@@ -15,11 +14,10 @@ import attrs
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.adapt import Buffer, Loader
-from psycopg.types.json import JsonbBinaryLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from . import _migrations
+from ._cursors import cursor as _cursor
 from ._errors import (
     ConnectionStateError,
     DatabaseError,
@@ -72,8 +70,6 @@ _FETCH_SLICE = 2000
 BATCH_SLICE = 10_000
 
 _UTC = dt.timezone.utc
-_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=_UTC)
-_unpack_int64 = struct.Struct("!q").unpack
 
 # Cleanup tasks run in this order whatever order the caller names them (graphile-worker's).
 _CLEANUP_ORDER = (
@@ -81,63 +77,6 @@ _CLEANUP_ORDER = (
     (CleanupTask.GC_TASK_IDENTIFIERS, "cleanup_gc_task_identifiers"),
     (CleanupTask.GC_JOB_QUEUES, "cleanup_gc_job_queues"),
 )
-
-
-class _UtcTimestamptzBinaryLoader(Loader):
-    """timestamptz as an aware UTC datetime, whatever the session's TimeZone or Django's
-    ``USE_TZ`` say (binary timestamptz is microseconds since 2000-01-01 UTC)."""
-
-    format = pq.Format.BINARY
-
-    def load(self, data: Buffer) -> dt.datetime:
-        (micros,) = _unpack_int64(data)
-        try:
-            return _PG_EPOCH + dt.timedelta(microseconds=micros)
-        except OverflowError:
-            # 'infinity' / '-infinity', or a date beyond what Python represents.
-            return (
-                dt.datetime.max.replace(tzinfo=_UTC)
-                if micros > 0
-                else (dt.datetime.min.replace(tzinfo=_UTC))
-            )
-
-
-# Session time zones in which psycopg's own (C) timestamptz loader already yields UTC.
-_UTC_ZONES = frozenset(
-    {
-        "UTC",
-        "Etc/UTC",
-        "UCT",
-        "Etc/UCT",
-        "GMT",
-        "Etc/GMT",
-        "GMT0",
-        "Etc/GMT0",
-        "Universal",
-        "Etc/Universal",
-        "Zulu",
-        "Etc/Zulu",
-        "Greenwich",
-        "Etc/Greenwich",
-    }
-)
-_FAST_TIMESTAMPTZ_LOADER = psycopg.adapters.get_loader(
-    psycopg.adapters.types["timestamptz"].oid, pq.Format.BINARY
-)
-
-
-def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
-    # A plain server-binding cursor with our own loaders, so results have the same types on a
-    # Django connection (client-side binding, jsonb as text, naive datetimes) as anywhere. The
-    # loaders are registered on this cursor only; the connection is left as it is.
-    cur: psycopg.Cursor[tuple[Any, ...]] = psycopg.Cursor(conn)
-    adapters = cur.adapters
-    loader: Any = _UtcTimestamptzBinaryLoader
-    if _FAST_TIMESTAMPTZ_LOADER and conn.info.parameter_status("TimeZone") in _UTC_ZONES:
-        loader = _FAST_TIMESTAMPTZ_LOADER
-    adapters.register_loader("timestamptz", loader)
-    adapters.register_loader("jsonb", JsonbBinaryLoader)
-    return cur
 
 
 def _job(

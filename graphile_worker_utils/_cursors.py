@@ -1,0 +1,106 @@
+"""The library's own cursors: the same results whatever the caller's connection is set up with.
+
+A caller's connection may carry a row factory (``dict_row``...), a cursor factory
+(``ClientCursor``), loaders and dumpers of its own (Django loads ``jsonb`` as text and
+timestamps as naive datetimes), and any session ``TimeZone``. Our cursors take none of that:
+they return tuples, bind parameters on the server, and adapt values with psycopg's built-in
+adapters plus two loaders of ours. Nothing is changed on the connection itself.
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime as dt
+import json
+import struct
+from typing import Any
+
+import psycopg
+from psycopg import postgres, pq
+from psycopg.abc import AdaptContext
+from psycopg.adapt import AdaptersMap, Buffer, Loader
+from psycopg.rows import tuple_row
+from psycopg.types import array
+
+_UTC = dt.timezone.utc
+_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=_UTC)
+_unpack_int64 = struct.Struct("!q").unpack
+_timedelta = dt.timedelta
+_loads = json.loads
+
+
+class UtcTimestamptzBinaryLoader(Loader):
+    """timestamptz as an aware datetime in ``datetime.timezone.utc``, whatever the session's
+    TimeZone or Django's ``USE_TZ`` say (binary timestamptz is microseconds since 2000-01-01
+    UTC)."""
+
+    format = pq.Format.BINARY
+
+    def load(self, data: Buffer) -> dt.datetime:
+        (micros,) = _unpack_int64(data)
+        try:
+            # Positional timedelta arguments: a third faster than microseconds=.
+            return _PG_EPOCH + _timedelta(0, 0, micros)
+        except OverflowError:
+            # 'infinity' / '-infinity', or a date beyond what Python represents.
+            return (
+                dt.datetime.max.replace(tzinfo=_UTC)
+                if micros > 0
+                else (dt.datetime.min.replace(tzinfo=_UTC))
+            )
+
+
+class JsonbBinaryLoader(Loader):
+    """jsonb decoded from the connection's client encoding: psycopg's own loader assumes
+    UTF-8, and fails after the statement ran on a LATIN1 connection."""
+
+    format = pq.Format.BINARY
+
+    def __init__(self, oid: int, context: AdaptContext | None = None) -> None:
+        super().__init__(oid, context)
+        encoding = self.connection.info.encoding if self.connection else "utf-8"
+        self._encoding = None if codecs.lookup(encoding).name == "utf-8" else encoding
+
+    def load(self, data: Buffer) -> Any:
+        text = bytes(data[1:])  # after the jsonb format's version byte
+        return _loads(text if self._encoding is None else text.decode(self._encoding))
+
+
+def _builtin_adapters() -> AdaptersMap:
+    # psycopg's defaults, built afresh rather than copied from psycopg.adapters, so that
+    # adapters an application registered globally do not reach our statements either.
+    adapters = AdaptersMap(types=postgres.types)
+    postgres.register_default_adapters(adapters)
+    array.register_all_arrays(adapters)
+    adapters.register_loader("jsonb", JsonbBinaryLoader)
+    return adapters
+
+
+# Two templates: psycopg's C timestamptz loader returns datetime.timezone.utc (and is about
+# five times faster than ours) only when the session TimeZone is exactly 'UTC'; in any other
+# zone, 'Etc/UTC' included, it returns a ZoneInfo, so ours is used there.
+_FAST_ADAPTERS = _builtin_adapters()
+_UTC_ADAPTERS = AdaptersMap(_FAST_ADAPTERS)
+_UTC_ADAPTERS.register_loader("timestamptz", UtcTimestamptzBinaryLoader)
+
+
+class LibraryCursor(psycopg.Cursor[tuple[Any, ...]]):
+    """A server-binding cursor returning tuples, adapting with :func:`_builtin_adapters`."""
+
+    __slots__ = ("_library_adapters",)
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        super().__init__(conn, row_factory=tuple_row)
+        # psycopg adapts through the context's ``adapters`` (the AdaptContext protocol):
+        # overriding it keeps the connection's own loaders and dumpers out of our statements.
+        template = _FAST_ADAPTERS if conn.info.timezone is _UTC else _UTC_ADAPTERS
+        self._library_adapters = AdaptersMap(template)
+
+    @property
+    def adapters(self) -> AdaptersMap:
+        return self._library_adapters
+
+
+def cursor(conn: psycopg.Connection[Any]) -> LibraryCursor:
+    """A cursor of ours on ``conn`` (see the module documentation); the caller closes it."""
+    return LibraryCursor(conn)
