@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import datetime as dt
 import logging
@@ -14,7 +15,7 @@ import attrs
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from . import _migrations
 from ._cursors import cursor as _cursor
@@ -22,12 +23,13 @@ from ._errors import (
     ConnectionStateError,
     DatabaseError,
     GraphileWorkerError,
+    HookError,
     InvalidJobSpec,
     JobKeyRaceError,
 )
 from ._hooks import BeforeScheduleHook, current_trace, operation_span, run_hooks, with_trace
 from ._migrations import MigrationReport, SchemaStatus
-from ._payload import JsonDumps, dumps, encode_payload, encode_payloads
+from ._payload import JsonDumps, array_element_at, dumps, encode_payload, encode_payloads
 from ._templates import catalog, validate_schema_name
 from ._transactions import atomic
 from ._types import (
@@ -66,6 +68,8 @@ _INVISIBLE_ROWS = (
     " it read and write them (README, 'Least privilege')"
 )
 _FETCH_SLICE = 2000
+# Statement parameters named otherwise in the API, for messages.
+_ARGUMENTS = {"error_message": "reason"}
 #: The most jobs :meth:`WorkerUtils.add_raw_jobs` sends in one statement.
 BATCH_SLICE = 10_000
 
@@ -155,12 +159,94 @@ def _task_payload(task: object) -> Any:
     return task
 
 
+def _items(value: object, field: str, expected: str) -> list[Any]:
+    """``value``'s items as a list; InvalidJobSpec when it is not an iterable (a str counts as
+    none) or iterating it raises, so that nothing is sent."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidJobSpec(
+            f"{field}: expected an iterable of {expected}, got {type(value).__name__}"
+        )
+    try:
+        return list(value)
+    except Exception as error:
+        raise InvalidJobSpec(
+            f"{field}: iterating it raised {type(error).__name__}: {error}"
+        ) from error
+
+
+def _codec(conn: psycopg.Connection[Any]) -> str | None:
+    """The codec psycopg encodes text parameters with on ``conn``; None for UTF-8."""
+    encoding = conn.info.encoding
+    return None if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+def _unencodable(conn: psycopg.Connection[Any], field: str, error: UnicodeEncodeError) -> Exception:
+    text = error.object[error.start : error.end]
+    return InvalidJobSpec(
+        f"{field}: {text!r} cannot be sent on this connection, whose client_encoding is"
+        f" {conn.info.parameter_status('client_encoding')} (psycopg encodes text parameters in"
+        " it); nothing was written. Use a UTF8 connection for such text"
+    )
+
+
+def _check_texts(conn: psycopg.Connection[Any], texts: Iterable[tuple[str, Any]]) -> None:
+    """Refuse text the connection's client encoding cannot carry, before any statement:
+    psycopg would raise UnicodeEncodeError part-way (after a batch's first slices)."""
+    codec = _codec(conn)
+    if codec is None:
+        return
+    for field, value in texts:
+        for index, text in enumerate(value if isinstance(value, list) else [value]):
+            try:
+                if isinstance(text, str):
+                    text.encode(codec)
+            except UnicodeEncodeError as error:
+                name = f"{field}[{index}]" if isinstance(value, list) else field
+                raise _unencodable(conn, name, error) from None
+
+
+def _check_batch_texts(
+    conn: psycopg.Connection[Any], slices: list[tuple[dict[str, Any], set[str], set[str]]]
+) -> None:
+    """:func:`_check_texts` for add_jobs' documents, naming the job and the field."""
+    codec = _codec(conn)
+    if codec is None:
+        return
+    for number, (params, _, _) in enumerate(slices):
+        for key in ("specs", "payloads"):
+            try:
+                params[key].encode(codec)
+            except UnicodeEncodeError as error:
+                index, element = array_element_at(params[key], error.start)
+                field = "payload" if key == "payloads" else _unencodable_field(element, codec)
+                raise _unencodable(
+                    conn, f"jobs[{number * BATCH_SLICE + index}].{field}", error
+                ) from None
+
+
+def _unencodable_field(element: dict[str, Any], codec: str) -> str:
+    for field, value in element.items():
+        try:
+            dumps(value).encode(codec)
+        except UnicodeEncodeError:
+            return field
+    return "spec"  # pragma: no cover - the element held the text that failed
+
+
+def _check_schema_encoding(conn: psycopg.Connection[Any], schema: str) -> None:
+    # Statements are sent as UTF-8 with the schema name in them; a connection in another
+    # client encoding would read a non-ASCII name as other characters.
+    if not schema.isascii() and _codec(conn) is not None:
+        raise ConnectionStateError(
+            f"schema {schema!r} is not ASCII and this connection's client_encoding is"
+            f" {conn.info.parameter_status('client_encoding')}; use a UTF8 connection"
+        )
+
+
 def _job_ids(job_ids: Iterable[int]) -> list[int]:
-    if isinstance(job_ids, (str, bytes)) or not isinstance(job_ids, Iterable):
-        raise InvalidJobSpec(f"job_ids: expected an iterable of int, got {type(job_ids).__name__}")
     return [
         check_int(f"job_ids[{index}]", job_id, BIGINT_MIN, BIGINT_MAX)
-        for index, job_id in enumerate(job_ids)
+        for index, job_id in enumerate(_items(job_ids, "job_ids", "int"))
     ]
 
 
@@ -232,10 +318,12 @@ class WorkerUtils:
         self._target = conn_or_pool
         self._schema = validate_schema_name(schema)
         self._use_local_time = bool(use_local_time)
+        if isinstance(hooks, (str, bytes)) or not isinstance(hooks, Iterable):
+            raise HookError(f"hooks: expected a sequence of callables, got {type(hooks).__name__}")
         self._hooks = tuple(hooks)
-        for hook in self._hooks:
+        for index, hook in enumerate(self._hooks):
             if not callable(hook):
-                raise TypeError(f"hooks: {hook!r} is not callable")
+                raise HookError(f"hooks[{index}]: {hook!r} is not callable")
         if json_dumps is not None and not callable(json_dumps):
             raise TypeError("json_dumps: expected a callable returning str")
         self._json_dumps = json_dumps
@@ -347,25 +435,9 @@ class WorkerUtils:
         """The connection to use, and whether the library owns its transaction."""
         target = self._target
         if isinstance(target, ConnectionPool):
-            try:
-                with target.connection() as conn:
-                    if not single_statement or conn.autocommit:
-                        yield conn, True
-                        return
-                    # One statement is its own transaction: in autocommit it costs one round
-                    # trip instead of three (BEGIN, the statement, COMMIT). The pool's setting
-                    # is put back before the connection returns to it.
-                    conn.autocommit = True
-                    try:
-                        yield conn, True
-                    finally:
-                        with suppress(psycopg.Error):
-                            conn.autocommit = False
-            except PoolTimeout as error:  # raised by target.connection(): our work uses no pool
-                raise DatabaseError(
-                    f"no connection from the pool {target.name!r} within {target.timeout:g} s"
-                    f" (is the database reachable?): {error}"
-                ) from error
+            with self._pooled(target, single_statement) as conn:
+                _check_schema_encoding(conn, self._schema)
+                yield conn, True
             return
         if target.closed:
             raise ConnectionStateError("the connection is closed")
@@ -375,7 +447,41 @@ class WorkerUtils:
                 "the connection's transaction has already failed (an earlier statement raised);"
                 " roll it back before using graphile_worker_utils on it"
             )
+        _check_schema_encoding(target, self._schema)
         yield target, target.autocommit and status == pq.TransactionStatus.IDLE
+
+    @contextmanager
+    def _pooled(
+        self, pool: ConnectionPool[Any], single_statement: bool
+    ) -> Iterator[psycopg.Connection[Any]]:
+        # The operations turn their own database errors into library errors; what arrives
+        # here comes from the pool itself, before any statement of ours was sent.
+        try:
+            with pool.connection() as conn:
+                if not single_statement or conn.autocommit:
+                    yield conn
+                    return
+                # One statement is its own transaction: in autocommit it costs one round
+                # trip instead of three (BEGIN, the statement, COMMIT). The pool's setting
+                # is put back before the connection returns to it.
+                conn.autocommit = True
+                try:
+                    yield conn
+                finally:
+                    with suppress(psycopg.Error):
+                        conn.autocommit = False
+        except PoolTimeout as error:
+            raise DatabaseError(
+                f"no connection from the pool {pool.name!r} within {pool.timeout:g} s"
+                f" (is the database reachable?): {error}"
+            ) from error
+        except PoolClosed as error:
+            ended = " (its WorkerUtils.connect() block ended)" if self._owns_pool else ""
+            raise ConnectionStateError(
+                f"the pool {pool.name!r} is closed{ended}; nothing was sent"
+            ) from error
+        except psycopg.Error as error:
+            raise DatabaseError(f"the pool {pool.name!r} failed: {error}") from error
 
     def _database_error(self, operation: str, error: psycopg.Error) -> GraphileWorkerError:
         if isinstance(
@@ -479,6 +585,7 @@ class WorkerUtils:
     def _add_job(self, query: bytes, params: dict[str, Any], identifier: str, spec: JobSpec) -> Job:
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
             with self._connection(single_statement=True) as (conn, owned):
+                _check_texts(conn, params.items())
                 try:
                     with _cursor(conn) as cur:
                         cur.execute(query, params, binary=True)
@@ -509,7 +616,12 @@ class WorkerUtils:
         Each item is a task, or a ``(task, spec)`` pair.
         """
         raw = []
-        for index, item in enumerate(tasks):
+        for index, item in enumerate(_items(tasks, "jobs", "tasks or (task, spec) pairs")):
+            if isinstance(item, tuple) and len(item) != 2:
+                raise InvalidJobSpec(
+                    f"jobs[{index}]: expected a task or a (task, spec) pair, got a tuple of"
+                    f" {len(item)}"
+                )
             task, spec = item if isinstance(item, tuple) else (item, None)
             identifier = _task_identifier(task, f"jobs[{index}]")
             try:
@@ -532,7 +644,7 @@ class WorkerUtils:
         order; match them by ``key`` or ``id``. Each carries its own task identifier and
         queue name, resolved from its row, never from its position.
         """
-        jobs = list(jobs)
+        jobs = _items(jobs, "jobs", "RawJobSpec")
         if not jobs:
             return []
         trace = current_trace()
@@ -611,6 +723,7 @@ class WorkerUtils:
         single = len(slices) == 1
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
             with self._connection(single_statement=single) as (conn, owned):
+                _check_batch_texts(conn, slices)
                 try:
                     with (
                         nullcontext() if single else atomic(conn, owned=owned),
@@ -709,6 +822,7 @@ class WorkerUtils:
             operation_span(operation, self._schema, enqueue=False),
             self._connection(single_statement=True) as (conn, _),
         ):
+            _check_texts(conn, ((_ARGUMENTS.get(key, key), value) for key, value in params.items()))
             try:
                 with _cursor(conn) as cur:
                     cur.execute(query, params, binary=True)
@@ -783,13 +897,9 @@ class WorkerUtils:
         ``worker_ids`` are the ``locked_by`` values: graphile-worker 0.17+ writes its pool id
         (``pool-…``) there. Unlocking a live worker's jobs lets another worker run them twice.
         """
-        if isinstance(worker_ids, (str, bytes)) or not isinstance(worker_ids, Iterable):
-            raise InvalidJobSpec(
-                f"worker_ids: expected an iterable of str, got {type(worker_ids).__name__}"
-            )
         ids = [
             check_text(f"worker_ids[{index}]", worker_id)
-            for index, worker_id in enumerate(worker_ids)
+            for index, worker_id in enumerate(_items(worker_ids, "worker_ids", "str"))
         ]
         self._fetch("force_unlock_workers", {"worker_ids": ids})
 
@@ -807,34 +917,26 @@ class WorkerUtils:
         identifier it serves hides that task's next jobs from it until it restarts — keep the
         identifiers your workers serve.
         """
-        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
-            raise InvalidJobSpec(
-                f"tasks: expected an iterable of CleanupTask, got {type(tasks).__name__}"
-            )
         wanted = set()
-        for index, task in enumerate(tasks):
+        for index, task in enumerate(_items(tasks, "tasks", "CleanupTask")):
             try:
                 by_name = CleanupTask.__members__.get(task) if isinstance(task, str) else None
                 wanted.add(by_name or CleanupTask(task))
             except (ValueError, TypeError):
                 allowed = ", ".join(task.name for task in CleanupTask)
                 raise InvalidJobSpec(f"tasks[{index}]: {task!r} is not one of {allowed}") from None
-        if isinstance(task_identifiers_to_keep, (str, bytes)) or not isinstance(
-            task_identifiers_to_keep, Iterable
-        ):
-            raise InvalidJobSpec(
-                "task_identifiers_to_keep: expected an iterable of str, got"
-                f" {type(task_identifiers_to_keep).__name__}"
-            )
         keep = [
             check_text(f"task_identifiers_to_keep[{index}]", identifier)
-            for index, identifier in enumerate(task_identifiers_to_keep)
+            for index, identifier in enumerate(
+                _items(task_identifiers_to_keep, "task_identifiers_to_keep", "str")
+            )
         ]
         removed: dict[CleanupTask, int] = {}
         with (
             operation_span("cleanup", self._schema, enqueue=False),
             self._connection() as (conn, owned),
         ):
+            _check_texts(conn, [("task_identifiers_to_keep", keep)])
             try:
                 with atomic(conn, owned=owned), _cursor(conn) as cur:
                     for task, operation in _CLEANUP_ORDER:

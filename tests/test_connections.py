@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool, PoolClosed
 
-from graphile_worker_utils import DatabaseError, WorkerUtils
+from graphile_worker_utils import ConnectionStateError, DatabaseError, WorkerUtils
 
 
 def closed_port() -> int:
@@ -56,9 +56,10 @@ def test_a_pool_connection_goes_back_as_it_came(pg_dsn: str, schema: str) -> Non
             assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
-def test_using_a_closed_pool_is_an_error(pg_dsn: str) -> None:
+def test_using_a_closed_pool_is_a_connection_state_error(pg_dsn: str) -> None:
     pool: ConnectionPool[Any] = ConnectionPool(pg_dsn, min_size=1, open=True)
     utils = WorkerUtils(pool)
     pool.close()
-    with pytest.raises(PoolClosed):
+    with pytest.raises(ConnectionStateError, match="is closed; nothing was sent") as info:
         utils.add_raw_job("task")
+    assert isinstance(info.value.__cause__, PoolClosed)
