@@ -30,6 +30,7 @@ from ._errors import (
 from ._hooks import BeforeScheduleHook, current_trace, operation_span, run_hooks, with_trace
 from ._migrations import MigrationReport, SchemaStatus
 from ._payload import JsonDumps, array_element_at, dumps, encode_payload, encode_payloads
+from ._probe import probe
 from ._templates import catalog, validate_schema_name
 from ._transactions import atomic
 from ._types import (
@@ -349,9 +350,12 @@ class WorkerUtils:
 
         ``conninfo`` is a libpq connection string or URI (empty: the ``PG*`` environment
         variables); ``connect_kwargs`` go to each connection (for example
-        ``prepare_threshold=None`` behind PgBouncer). It waits up to ``wait_timeout`` seconds
-        for the first connection and raises :class:`DatabaseError` if none opens. Close it with
-        :meth:`close` or a ``with`` block::
+        ``prepare_threshold=None`` behind PgBouncer). It opens one connection first, and
+        raises :class:`DatabaseError` with PostgreSQL's reason at once when that fails (an
+        unknown role or database, a refused port, bad credentials), or when the server has not
+        answered within ``wait_timeout`` seconds; then it waits for the pool's first connection
+        within what is left of ``wait_timeout``. Close it with :meth:`close` or a ``with``
+        block::
 
             with WorkerUtils.connect("postgresql://app@db/app") as utils:
                 utils.cleanup([CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS])
@@ -365,23 +369,22 @@ class WorkerUtils:
             # A connection a restarted server dropped is replaced, not handed out.
             check=ConnectionPool.check_connection,
             name="graphile_worker_utils",
-            open=True,
+            open=False,
         )
+        utils = cls(
+            pool, schema=schema, use_local_time=use_local_time, hooks=hooks, json_dumps=json_dumps
+        )
+        # Fail here, clearly and at once, rather than at the first operation or after a wait
+        # that hides the reason in psycopg_pool's log.
+        left = probe(conninfo, wait_timeout, connect_kwargs)
         try:
-            utils = cls(
-                pool,
-                schema=schema,
-                use_local_time=use_local_time,
-                hooks=hooks,
-                json_dumps=json_dumps,
-            )
-            # Fail here, clearly, rather than at the first operation after a long wait.
-            pool.wait(timeout=wait_timeout)
+            pool.open()
+            pool.wait(timeout=max(left, 0.0))
         except PoolTimeout as error:
             pool.close()
             raise DatabaseError(
-                f"could not open a connection to the database within {wait_timeout:g} s"
-                " (is the server reachable, and are the credentials right?)"
+                f"the pool could not open a connection within {wait_timeout:g} s, although a"
+                " first connection did (psycopg_pool's log has the reason)"
             ) from error
         except BaseException:
             pool.close()
