@@ -8,6 +8,8 @@ a transaction, so it must still be IDLE after the refusal.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
@@ -15,6 +17,7 @@ import attrs
 import psycopg
 import pytest
 from psycopg import pq, sql
+from psycopg_pool import ConnectionPool, PoolClosed
 
 import graphile_worker_utils
 from graphile_worker_utils import (
@@ -186,6 +189,34 @@ def test_an_instance_used_after_its_connect_block_ended_raises_connection_state_
 
     with pytest.raises(ConnectionStateError, match=r"pool .* is closed .*connect\(\) block"):
         OPERATIONS[operation](owning)
+    assert job_count(conn, schema) == 0
+
+
+def test_a_pool_closed_while_an_operation_waits_for_a_connection_is_a_connection_state_error(
+    pg_dsn: str, utils: WorkerUtils, conn: Connection, schema: str
+) -> None:
+    pool: ConnectionPool[Any] = ConnectionPool(pg_dsn, min_size=1, max_size=1, open=True)
+    held = pool.getconn()  # the only connection: the operation below has to wait
+    outcome: list[BaseException] = []
+
+    def enqueue() -> None:
+        try:
+            WorkerUtils(pool, schema=schema).add_raw_job("a")
+        except BaseException as error:
+            outcome.append(error)
+
+    waiter = threading.Thread(target=enqueue)
+    waiter.start()
+    try:
+        while pool.get_stats().get("requests_waiting", 0) == 0 and waiter.is_alive():
+            time.sleep(0.01)
+        pool.close()
+    finally:
+        waiter.join()
+        held.close()
+    (error,) = outcome
+    assert isinstance(error, ConnectionStateError), repr(error)
+    assert isinstance(error.__cause__, PoolClosed)
     assert job_count(conn, schema) == 0
 
 
