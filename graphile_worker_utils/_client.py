@@ -19,6 +19,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from . import _migrations
 from ._cursors import cursor as _cursor
+from ._cursors import instant
 from ._errors import (
     ConnectionStateError,
     DatabaseError,
@@ -88,7 +89,7 @@ def _job(
     row: tuple[Any, ...],
     task_identifier: str,
     queue_name: str | None,
-    same: Callable[[dt.datetime, dt.datetime], dt.datetime] | None = None,
+    at: Callable[[int], dt.datetime] = instant,
 ) -> Job:
     (
         id_,
@@ -110,23 +111,21 @@ def _job(
         _,
         _,
     ) = row
-    if same is not None:
-        run_at, created_at = same(run_at, run_at), same(created_at, created_at)
-        updated_at = same(updated_at, updated_at)
+    # Our cursors load timestamptz as microseconds (see _cursors.instant).
     return Job(
         id_,
         task_identifier,
         queue_name,
         payload_json,
         priority,
-        run_at,
+        at(run_at),
         attempts,
         max_attempts,
         last_error,
-        created_at,
-        updated_at,
+        at(created_at),
+        at(updated_at),
         key,
-        locked_at,
+        None if locked_at is None else at(locked_at),
         locked_by,
         revision,
         None if flags is None else list(flags),
@@ -767,9 +766,15 @@ class WorkerUtils:
         jobs: list[Job] = []
         unnamed: list[int] = []  # positions of jobs the statement's join could not name
         # The jobs of one statement mostly share their timestamps (now() of the transaction):
-        # one datetime object each instead of three per job.
-        instants: dict[dt.datetime, dt.datetime] = {}
-        same = instants.setdefault
+        # each distinct one becomes one datetime, instead of three per job.
+        instants: dict[int, dt.datetime] = {}
+
+        def at(micros: int) -> dt.datetime:
+            value = instants.get(micros)
+            if value is None:
+                value = instants[micros] = instant(micros)
+            return value
+
         task_names: dict[int, str] = {}
         queue_by_id: dict[int, str] = {}
         # Rows are turned into jobs a slice at a time, so that a large batch never holds
@@ -783,7 +788,7 @@ class WorkerUtils:
                     task_names[row[1]] = task_name
                     if queue_name is not None:
                         queue_by_id[row[2]] = queue_name
-                jobs.append(_job(row, task_name, queue_name, same))
+                jobs.append(_job(row, task_name, queue_name, at))
         if not unnamed:
             return jobs
         missing_tasks = {jobs[i].task_id for i in unnamed} - task_names.keys()

@@ -4,7 +4,8 @@ A caller's connection may carry a row factory (``dict_row``...), a cursor factor
 (``ClientCursor``), loaders and dumpers of its own (Django loads ``jsonb`` as text and
 timestamps as naive datetimes), and any session ``TimeZone``. Our cursors take none of that:
 they return tuples, bind parameters on the server, and adapt values with psycopg's built-in
-adapters plus two loaders of ours. Nothing is changed on the connection itself.
+adapters plus two loaders of ours (jsonb in the client encoding; binary timestamptz as its
+microseconds, see :func:`instant`). Nothing is changed on the connection itself.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import codecs
 import datetime as dt
 import json
-import struct
 from typing import Any
 
 import psycopg
@@ -21,33 +21,27 @@ from psycopg.abc import AdaptContext
 from psycopg.adapt import AdaptersMap, Buffer, Loader
 from psycopg.rows import tuple_row
 from psycopg.types import array
+from psycopg.types.numeric import Int8BinaryLoader
 
 _UTC = dt.timezone.utc
 _PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=_UTC)
-_unpack_int64 = struct.Struct("!q").unpack
 _timedelta = dt.timedelta
 _loads = json.loads
 
 
-class UtcTimestamptzBinaryLoader(Loader):
-    """timestamptz as an aware datetime in ``datetime.timezone.utc``, whatever the session's
-    TimeZone or Django's ``USE_TZ`` say (binary timestamptz is microseconds since 2000-01-01
-    UTC)."""
-
-    format = pq.Format.BINARY
-
-    def load(self, data: Buffer) -> dt.datetime:
-        (micros,) = _unpack_int64(data)
-        try:
-            # Positional timedelta arguments: a third faster than microseconds=.
-            return _PG_EPOCH + _timedelta(0, 0, micros)
-        except OverflowError:
-            # 'infinity' / '-infinity', or a date beyond what Python represents.
-            return (
-                dt.datetime.max.replace(tzinfo=_UTC)
-                if micros > 0
-                else (dt.datetime.min.replace(tzinfo=_UTC))
-            )
+def instant(micros: int) -> dt.datetime:
+    """A binary timestamptz (microseconds since 2000-01-01 UTC, as our cursors load it) as an
+    aware datetime in ``datetime.timezone.utc``."""
+    try:
+        # Positional timedelta arguments: a third faster than microseconds=.
+        return _PG_EPOCH + _timedelta(0, 0, micros)
+    except OverflowError:
+        # 'infinity' / '-infinity', or a date beyond what Python represents.
+        return (
+            dt.datetime.max.replace(tzinfo=_UTC)
+            if micros > 0
+            else dt.datetime.min.replace(tzinfo=_UTC)
+        )
 
 
 class JsonbBinaryLoader(Loader):
@@ -73,19 +67,20 @@ def _builtin_adapters() -> AdaptersMap:
     postgres.register_default_adapters(adapters)
     array.register_all_arrays(adapters)
     adapters.register_loader("jsonb", JsonbBinaryLoader)
+    # Binary timestamptz is an int8 of microseconds: psycopg's C int8 loader reads it several
+    # times faster than any timestamptz loader, and instant() makes it a datetime in
+    # timezone.utc whatever the session's TimeZone (psycopg's own loader gives a ZoneInfo
+    # in any zone but 'UTC'). A batch converts each distinct instant once.
+    adapters.register_loader("timestamptz", Int8BinaryLoader)
     return adapters
 
 
-# Two templates: psycopg's C timestamptz loader returns datetime.timezone.utc (and is about
-# five times faster than ours) only when the session TimeZone is exactly 'UTC'; in any other
-# zone, 'Etc/UTC' included, it returns a ZoneInfo, so ours is used there.
-_FAST_ADAPTERS = _builtin_adapters()
-_UTC_ADAPTERS = AdaptersMap(_FAST_ADAPTERS)
-_UTC_ADAPTERS.register_loader("timestamptz", UtcTimestamptzBinaryLoader)
+_ADAPTERS = _builtin_adapters()
 
 
 class LibraryCursor(psycopg.Cursor[tuple[Any, ...]]):
-    """A server-binding cursor returning tuples, adapting with :func:`_builtin_adapters`."""
+    """A server-binding cursor returning tuples, adapting with :func:`_builtin_adapters`
+    (binary timestamptz comes back as an int: see :func:`instant`)."""
 
     __slots__ = ("_library_adapters",)
 
@@ -93,8 +88,7 @@ class LibraryCursor(psycopg.Cursor[tuple[Any, ...]]):
         super().__init__(conn, row_factory=tuple_row)
         # psycopg adapts through the context's ``adapters`` (the AdaptContext protocol):
         # overriding it keeps the connection's own loaders and dumpers out of our statements.
-        template = _FAST_ADAPTERS if conn.info.timezone is _UTC else _UTC_ADAPTERS
-        self._library_adapters = AdaptersMap(template)
+        self._library_adapters = AdaptersMap(_ADAPTERS)
 
     @property
     def adapters(self) -> AdaptersMap:

@@ -34,6 +34,7 @@ from graphile_worker_utils import (
     WorkerUtils,
 )
 from graphile_worker_utils._client import BATCH_SLICE
+from graphile_worker_utils._cursors import instant
 from tests.conftest import PgServer
 
 Connection = psycopg.Connection[Any]
@@ -514,3 +515,33 @@ def test_every_datetime_of_a_job_is_timezone_utc_whatever_the_session_time_zone(
     assert one.run_at == RUN_AT
     # Locked jobs are not rescheduled: nothing came back, and nothing to check.
     assert moved == []
+
+
+def test_a_job_at_infinity_comes_back_as_the_largest_datetime_in_utc(env: Env) -> None:
+    env.seed.migrate()
+    job = env.seed.add_raw_job("a", {})
+    query = sql.SQL("update {} set run_at = 'infinity' where id = %s")
+    env.observer.execute(query.format(env.table("_private_jobs")), [job.id])
+
+    (completed,) = env.seed.complete_jobs([job.id])
+
+    assert completed.run_at == dt.datetime.max.replace(tzinfo=UTC)
+    assert completed.run_at.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("micros", "expected"),
+    [
+        (0, dt.datetime(2000, 1, 1, tzinfo=UTC)),
+        (-1, dt.datetime(1999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+        (86_400_000_001, dt.datetime(2000, 1, 2, 0, 0, 0, 1, tzinfo=UTC)),
+        (2**63 - 1, dt.datetime.max.replace(tzinfo=UTC)),  # 'infinity'
+        (-(2**63), dt.datetime.min.replace(tzinfo=UTC)),  # '-infinity'
+    ],
+)
+def test_a_binary_timestamptz_becomes_an_aware_datetime_in_timezone_utc(
+    micros: int, expected: dt.datetime
+) -> None:
+    value = instant(micros)
+    assert value == expected
+    assert value.tzinfo is UTC
