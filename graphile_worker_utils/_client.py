@@ -180,7 +180,9 @@ def _codec(conn: psycopg.Connection[Any]) -> str | None:
     return None if codecs.lookup(encoding).name == "utf-8" else encoding
 
 
-def _unencodable(conn: psycopg.Connection[Any], field: str, error: UnicodeEncodeError) -> Exception:
+def _unencodable(
+    conn: psycopg.Connection[Any], field: str, error: UnicodeEncodeError
+) -> InvalidJobSpec:
     text = error.object[error.start : error.end]
     return InvalidJobSpec(
         f"{field}: {text!r} cannot be sent on this connection, whose client_encoding is"
