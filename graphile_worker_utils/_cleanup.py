@@ -13,18 +13,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.rows import tuple_row
 
+from ._cursors import cursor as _cursor
 from ._errors import CleanupBusyError, ConnectionStateError, InvalidJobSpec
 from ._templates import catalog
 from ._transactions import atomic
-from ._types import CleanupTask, check_text
+from ._types import CleanupTask, check_items, check_text
 
 logger = logging.getLogger("graphile_worker_utils")
 
@@ -48,12 +48,8 @@ _COLLECTIONS: tuple[Collection, ...] = (
 
 def wanted_tasks(tasks: object) -> set[CleanupTask]:
     """The cleanup tasks named by ``tasks`` (members, values or member names)."""
-    if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
-        raise InvalidJobSpec(
-            f"tasks: expected an iterable of CleanupTask, got {type(tasks).__name__}"
-        )
     wanted = set()
-    for index, task in enumerate(tasks):
+    for index, task in enumerate(check_items(tasks, "tasks", "CleanupTask")):
         try:
             by_name = CleanupTask.__members__.get(task) if isinstance(task, str) else None
             wanted.add(by_name or CleanupTask(task))
@@ -65,14 +61,10 @@ def wanted_tasks(tasks: object) -> set[CleanupTask]:
 
 def keep_list(identifiers: object) -> list[str]:
     """The task identifiers that ``GC_TASK_IDENTIFIERS`` must keep, checked."""
-    if isinstance(identifiers, (str, bytes)) or not isinstance(identifiers, Iterable):
-        raise InvalidJobSpec(
-            "task_identifiers_to_keep: expected an iterable of str, got"
-            f" {type(identifiers).__name__}"
-        )
+    field = "task_identifiers_to_keep"
     return [
-        check_text(f"task_identifiers_to_keep[{index}]", identifier)
-        for index, identifier in enumerate(identifiers)
+        check_text(f"{field}[{index}]", identifier)
+        for index, identifier in enumerate(check_items(identifiers, field, "str"))
     ]
 
 
@@ -139,11 +131,6 @@ def run_cleanup(
         if collections:
             removed.update(_collect(conn, schema, owned, collections, keep, busy_timeout, removed))
     return removed
-
-
-def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
-    # Tuple rows whatever row factory the caller gave the connection; only integers are read.
-    return psycopg.Cursor(conn, row_factory=tuple_row)
 
 
 def _count(cur: psycopg.Cursor[tuple[Any, ...]]) -> int:

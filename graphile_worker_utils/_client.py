@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import datetime as dt
 import logging
-import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext, suppress
 from types import TracebackType
@@ -15,9 +15,7 @@ import attrs
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
-from psycopg.adapt import Buffer, Loader
-from psycopg.types.json import JsonbBinaryLoader
-from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
 from . import _migrations
 from ._cleanup import (
@@ -27,16 +25,20 @@ from ._cleanup import (
     run_cleanup,
     wanted_tasks,
 )
+from ._cursors import cursor as _cursor
+from ._cursors import instant
 from ._errors import (
     ConnectionStateError,
     DatabaseError,
     GraphileWorkerError,
+    HookError,
     InvalidJobSpec,
     JobKeyRaceError,
 )
 from ._hooks import BeforeScheduleHook, current_trace, operation_span, run_hooks, with_trace
 from ._migrations import MigrationReport, SchemaStatus
-from ._payload import JsonDumps, dumps, encode_payload, encode_payloads
+from ._payload import JsonDumps, array_element_at, dumps, encode_payload, encode_payloads
+from ._probe import probe
 from ._templates import catalog, validate_schema_name
 from ._transactions import atomic
 from ._types import (
@@ -53,6 +55,7 @@ from ._types import (
     RescheduleOptions,
     Task,
     check_int,
+    check_items,
     check_text,
 )
 
@@ -75,76 +78,19 @@ _INVISIBLE_ROWS = (
     " it read and write them (README, 'Least privilege')"
 )
 _FETCH_SLICE = 2000
+# Statement parameters named otherwise in the API, for messages.
+_ARGUMENTS = {"error_message": "reason"}
 #: The most jobs :meth:`WorkerUtils.add_raw_jobs` sends in one statement.
 BATCH_SLICE = 10_000
 
 _UTC = dt.timezone.utc
-_PG_EPOCH = dt.datetime(2000, 1, 1, tzinfo=_UTC)
-_unpack_int64 = struct.Struct("!q").unpack
-
-
-class _UtcTimestamptzBinaryLoader(Loader):
-    """timestamptz as an aware UTC datetime, whatever the session's TimeZone or Django's
-    ``USE_TZ`` say (binary timestamptz is microseconds since 2000-01-01 UTC)."""
-
-    format = pq.Format.BINARY
-
-    def load(self, data: Buffer) -> dt.datetime:
-        (micros,) = _unpack_int64(data)
-        try:
-            return _PG_EPOCH + dt.timedelta(microseconds=micros)
-        except OverflowError:
-            # 'infinity' / '-infinity', or a date beyond what Python represents.
-            return (
-                dt.datetime.max.replace(tzinfo=_UTC)
-                if micros > 0
-                else (dt.datetime.min.replace(tzinfo=_UTC))
-            )
-
-
-# Session time zones in which psycopg's own (C) timestamptz loader already yields UTC.
-_UTC_ZONES = frozenset(
-    {
-        "UTC",
-        "Etc/UTC",
-        "UCT",
-        "Etc/UCT",
-        "GMT",
-        "Etc/GMT",
-        "GMT0",
-        "Etc/GMT0",
-        "Universal",
-        "Etc/Universal",
-        "Zulu",
-        "Etc/Zulu",
-        "Greenwich",
-        "Etc/Greenwich",
-    }
-)
-_FAST_TIMESTAMPTZ_LOADER = psycopg.adapters.get_loader(
-    psycopg.adapters.types["timestamptz"].oid, pq.Format.BINARY
-)
-
-
-def _cursor(conn: psycopg.Connection[Any]) -> psycopg.Cursor[tuple[Any, ...]]:
-    # A plain server-binding cursor with our own loaders, so results have the same types on a
-    # Django connection (client-side binding, jsonb as text, naive datetimes) as anywhere. The
-    # loaders are registered on this cursor only; the connection is left as it is.
-    cur: psycopg.Cursor[tuple[Any, ...]] = psycopg.Cursor(conn)
-    adapters = cur.adapters
-    loader: Any = _UtcTimestamptzBinaryLoader
-    if _FAST_TIMESTAMPTZ_LOADER and conn.info.parameter_status("TimeZone") in _UTC_ZONES:
-        loader = _FAST_TIMESTAMPTZ_LOADER
-    adapters.register_loader("timestamptz", loader)
-    adapters.register_loader("jsonb", JsonbBinaryLoader)
-    return cur
 
 
 def _job(
     row: tuple[Any, ...],
     task_identifier: str,
     queue_name: str | None,
-    same: Callable[[dt.datetime, dt.datetime], dt.datetime] | None = None,
+    at: Callable[[int], dt.datetime] = instant,
 ) -> Job:
     (
         id_,
@@ -166,23 +112,21 @@ def _job(
         _,
         _,
     ) = row
-    if same is not None:
-        run_at, created_at = same(run_at, run_at), same(created_at, created_at)
-        updated_at = same(updated_at, updated_at)
+    # Our cursors load timestamptz as microseconds (see _cursors.instant).
     return Job(
         id_,
         task_identifier,
         queue_name,
         payload_json,
         priority,
-        run_at,
+        at(run_at),
         attempts,
         max_attempts,
         last_error,
-        created_at,
-        updated_at,
+        at(created_at),
+        at(updated_at),
         key,
-        locked_at,
+        None if locked_at is None else at(locked_at),
         locked_by,
         revision,
         None if flags is None else list(flags),
@@ -249,7 +193,7 @@ def _task_and_spec(item: object, index: int) -> tuple[object, Any]:
     if len(item) != 2:
         raise InvalidJobSpec(
             f"jobs[{index}]: expected a task or a (task, spec) pair, got a tuple of"
-            f" {len(item)} items"
+            f" {len(item)} item{'' if len(item) == 1 else 's'}"
         )
     return item[0], item[1]
 
@@ -271,12 +215,81 @@ def _statement_runs(preserve: list[bool | None], limit: int) -> list[tuple[int, 
     return runs
 
 
+def _codec(conn: psycopg.Connection[Any]) -> str | None:
+    """The codec psycopg encodes text parameters with on ``conn``; None for UTF-8."""
+    encoding = conn.info.encoding
+    return None if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+def _unencodable(
+    conn: psycopg.Connection[Any], field: str, error: UnicodeEncodeError
+) -> InvalidJobSpec:
+    text = error.object[error.start : error.end]
+    return InvalidJobSpec(
+        f"{field}: {text!r} cannot be sent on this connection, whose client_encoding is"
+        f" {conn.info.parameter_status('client_encoding')} (psycopg encodes text parameters in"
+        " it); nothing was written. Use a UTF8 connection for such text"
+    )
+
+
+def _check_texts(conn: psycopg.Connection[Any], texts: Iterable[tuple[str, Any]]) -> None:
+    """Refuse text the connection's client encoding cannot carry, before any statement:
+    psycopg would raise UnicodeEncodeError part-way (after a batch's first slices)."""
+    codec = _codec(conn)
+    if codec is None:
+        return
+    for field, value in texts:
+        for index, text in enumerate(value if isinstance(value, list) else [value]):
+            try:
+                if isinstance(text, str):
+                    text.encode(codec)
+            except UnicodeEncodeError as error:
+                name = f"{field}[{index}]" if isinstance(value, list) else field
+                raise _unencodable(conn, name, error) from None
+
+
+def _check_batch_texts(
+    conn: psycopg.Connection[Any], slices: list[tuple[dict[str, Any], set[str], set[str]]]
+) -> None:
+    """:func:`_check_texts` for add_jobs' documents, naming the job and the field."""
+    codec = _codec(conn)
+    if codec is None:
+        return
+    for number, (params, _, _) in enumerate(slices):
+        for key in ("specs", "payloads"):
+            try:
+                params[key].encode(codec)
+            except UnicodeEncodeError as error:
+                index, element = array_element_at(params[key], error.start)
+                field = "payload" if key == "payloads" else _unencodable_field(element, codec)
+                raise _unencodable(
+                    conn, f"jobs[{number * BATCH_SLICE + index}].{field}", error
+                ) from None
+
+
+def _unencodable_field(element: dict[str, Any], codec: str) -> str:
+    for field, value in element.items():
+        try:
+            dumps(value).encode(codec)
+        except UnicodeEncodeError:
+            return field
+    return "spec"  # pragma: no cover - the element held the text that failed
+
+
+def _check_schema_encoding(conn: psycopg.Connection[Any], schema: str) -> None:
+    # Statements are sent as UTF-8 with the schema name in them; a connection in another
+    # client encoding would read a non-ASCII name as other characters.
+    if not schema.isascii() and _codec(conn) is not None:
+        raise ConnectionStateError(
+            f"schema {schema!r} is not ASCII and this connection's client_encoding is"
+            f" {conn.info.parameter_status('client_encoding')}; use a UTF8 connection"
+        )
+
+
 def _job_ids(job_ids: Iterable[int]) -> list[int]:
-    if isinstance(job_ids, (str, bytes)) or not isinstance(job_ids, Iterable):
-        raise InvalidJobSpec(f"job_ids: expected an iterable of int, got {type(job_ids).__name__}")
     return [
         check_int(f"job_ids[{index}]", job_id, BIGINT_MIN, BIGINT_MAX)
-        for index, job_id in enumerate(job_ids)
+        for index, job_id in enumerate(check_items(job_ids, "job_ids", "int"))
     ]
 
 
@@ -348,10 +361,12 @@ class WorkerUtils:
         self._target = conn_or_pool
         self._schema = validate_schema_name(schema)
         self._use_local_time = bool(use_local_time)
+        if isinstance(hooks, (str, bytes)) or not isinstance(hooks, Iterable):
+            raise HookError(f"hooks: expected a sequence of callables, got {type(hooks).__name__}")
         self._hooks = tuple(hooks)
-        for hook in self._hooks:
+        for index, hook in enumerate(self._hooks):
             if not callable(hook):
-                raise TypeError(f"hooks: {hook!r} is not callable")
+                raise HookError(f"hooks[{index}]: {hook!r} is not callable")
         if json_dumps is not None and not callable(json_dumps):
             raise TypeError("json_dumps: expected a callable returning str")
         self._json_dumps = json_dumps
@@ -377,9 +392,12 @@ class WorkerUtils:
 
         ``conninfo`` is a libpq connection string or URI (empty: the ``PG*`` environment
         variables); ``connect_kwargs`` go to each connection (for example
-        ``prepare_threshold=None`` behind PgBouncer). It waits up to ``wait_timeout`` seconds
-        for the first connection and raises :class:`DatabaseError` if none opens. Close it with
-        :meth:`close` or a ``with`` block::
+        ``prepare_threshold=None`` behind PgBouncer). It opens one connection first, and
+        raises :class:`DatabaseError` with PostgreSQL's reason at once when that fails (an
+        unknown role or database, a refused port, bad credentials), or when the server has not
+        answered within ``wait_timeout`` seconds; then it waits for the pool's first connection
+        within what is left of ``wait_timeout``. Close it with :meth:`close` or a ``with``
+        block::
 
             with WorkerUtils.connect("postgresql://app@db/app") as utils:
                 utils.cleanup([CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS])
@@ -393,23 +411,22 @@ class WorkerUtils:
             # A connection a restarted server dropped is replaced, not handed out.
             check=ConnectionPool.check_connection,
             name="graphile_worker_utils",
-            open=True,
+            open=False,
         )
+        utils = cls(
+            pool, schema=schema, use_local_time=use_local_time, hooks=hooks, json_dumps=json_dumps
+        )
+        # Fail here, clearly and at once, rather than at the first operation or after a wait
+        # that hides the reason in psycopg_pool's log.
+        left = probe(conninfo, wait_timeout, connect_kwargs)
         try:
-            utils = cls(
-                pool,
-                schema=schema,
-                use_local_time=use_local_time,
-                hooks=hooks,
-                json_dumps=json_dumps,
-            )
-            # Fail here, clearly, rather than at the first operation after a long wait.
-            pool.wait(timeout=wait_timeout)
+            pool.open()
+            pool.wait(timeout=max(left, 0.0))
         except PoolTimeout as error:
             pool.close()
             raise DatabaseError(
-                f"could not open a connection to the database within {wait_timeout:g} s"
-                " (is the server reachable, and are the credentials right?)"
+                f"the pool could not open a connection within {wait_timeout:g} s, although a"
+                " first connection did (psycopg_pool's log has the reason)"
             ) from error
         except BaseException:
             pool.close()
@@ -463,25 +480,9 @@ class WorkerUtils:
         """The connection to use, and whether the library owns its transaction."""
         target = self._target
         if isinstance(target, ConnectionPool):
-            try:
-                with target.connection() as conn:
-                    if not single_statement or conn.autocommit:
-                        yield conn, True
-                        return
-                    # One statement is its own transaction: in autocommit it costs one round
-                    # trip instead of three (BEGIN, the statement, COMMIT). The pool's setting
-                    # is put back before the connection returns to it.
-                    conn.autocommit = True
-                    try:
-                        yield conn, True
-                    finally:
-                        with suppress(psycopg.Error):
-                            conn.autocommit = False
-            except PoolTimeout as error:  # raised by target.connection(): our work uses no pool
-                raise DatabaseError(
-                    f"no connection from the pool {target.name!r} within {target.timeout:g} s"
-                    f" (is the database reachable?): {error}"
-                ) from error
+            with self._pooled(target, single_statement) as conn:
+                _check_schema_encoding(conn, self._schema)
+                yield conn, True
             return
         if target.closed:
             raise ConnectionStateError("the connection is closed")
@@ -491,7 +492,41 @@ class WorkerUtils:
                 "the connection's transaction has already failed (an earlier statement raised);"
                 " roll it back before using graphile_worker_utils on it"
             )
+        _check_schema_encoding(target, self._schema)
         yield target, target.autocommit and status == pq.TransactionStatus.IDLE
+
+    @contextmanager
+    def _pooled(
+        self, pool: ConnectionPool[Any], single_statement: bool
+    ) -> Iterator[psycopg.Connection[Any]]:
+        # The operations turn their own database errors into library errors; what arrives
+        # here comes from the pool itself, before any statement of ours was sent.
+        try:
+            with pool.connection() as conn:
+                if not single_statement or conn.autocommit:
+                    yield conn
+                    return
+                # One statement is its own transaction: in autocommit it costs one round
+                # trip instead of three (BEGIN, the statement, COMMIT). The pool's setting
+                # is put back before the connection returns to it.
+                conn.autocommit = True
+                try:
+                    yield conn
+                finally:
+                    with suppress(psycopg.Error):
+                        conn.autocommit = False
+        except PoolTimeout as error:
+            raise DatabaseError(
+                f"no connection from the pool {pool.name!r} within {pool.timeout:g} s"
+                f" (is the database reachable?): {error}"
+            ) from error
+        except PoolClosed as error:
+            ended = " (its WorkerUtils.connect() block ended)" if self._owns_pool else ""
+            raise ConnectionStateError(
+                f"the pool {pool.name!r} is closed{ended}; nothing was sent"
+            ) from error
+        except psycopg.Error as error:
+            raise DatabaseError(f"the pool {pool.name!r} failed: {error}") from error
 
     def _database_error(self, operation: str, error: psycopg.Error) -> GraphileWorkerError:
         if isinstance(
@@ -607,6 +642,7 @@ class WorkerUtils:
     def _add_job(self, query: bytes, params: dict[str, Any], identifier: str, spec: JobSpec) -> Job:
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
             with self._connection(single_statement=True) as (conn, owned):
+                _check_texts(conn, params.items())
                 try:
                     with _cursor(conn) as cur:
                         cur.execute(query, params, binary=True)
@@ -640,13 +676,8 @@ class WorkerUtils:
         checked before any SQL; a refused one raises :class:`InvalidJobSpec` naming its
         position (``jobs[i]``) and nothing is written.
         """
-        if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
-            raise InvalidJobSpec(
-                "tasks: expected an iterable of tasks or (task, spec) pairs, got"
-                f" {type(tasks).__name__}"
-            )
         raw = []
-        for index, item in enumerate(tasks):
+        for index, item in enumerate(check_items(tasks, "tasks", "tasks or (task, spec) pairs")):
             task, spec = _task_and_spec(item, index)
             identifier = _task_identifier(task, f"jobs[{index}]")
             try:
@@ -676,7 +707,7 @@ class WorkerUtils:
         order; match them by ``key`` or ``id``. Each carries its own task identifier and
         queue name, resolved from its row, never from its position.
         """
-        jobs = list(jobs)
+        jobs = check_items(jobs, "jobs", "RawJobSpec")
         if not jobs:
             return []
         trace = current_trace()
@@ -755,6 +786,7 @@ class WorkerUtils:
         single = len(slices) == 1
         for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
             with self._connection(single_statement=single) as (conn, owned):
+                _check_batch_texts(conn, slices)
                 try:
                     with (
                         nullcontext() if single else atomic(conn, owned=owned),
@@ -795,9 +827,15 @@ class WorkerUtils:
         jobs: list[Job] = []
         unnamed: list[int] = []  # positions of jobs the statement's join could not name
         # The jobs of one statement mostly share their timestamps (now() of the transaction):
-        # one datetime object each instead of three per job.
-        instants: dict[dt.datetime, dt.datetime] = {}
-        same = instants.setdefault
+        # each distinct one becomes one datetime, instead of three per job.
+        instants: dict[int, dt.datetime] = {}
+
+        def at(micros: int) -> dt.datetime:
+            value = instants.get(micros)
+            if value is None:
+                value = instants[micros] = instant(micros)
+            return value
+
         task_names: dict[int, str] = {}
         queue_by_id: dict[int, str] = {}
         # Rows are turned into jobs a slice at a time, so that a large batch never holds
@@ -811,7 +849,7 @@ class WorkerUtils:
                     task_names[row[1]] = task_name
                     if queue_name is not None:
                         queue_by_id[row[2]] = queue_name
-                jobs.append(_job(row, task_name, queue_name, same))
+                jobs.append(_job(row, task_name, queue_name, at))
         if not unnamed:
             return jobs
         missing_tasks = {jobs[i].task_id for i in unnamed} - task_names.keys()
@@ -853,6 +891,7 @@ class WorkerUtils:
             operation_span(operation, self._schema, enqueue=False),
             self._connection(single_statement=True) as (conn, _),
         ):
+            _check_texts(conn, ((_ARGUMENTS.get(key, key), value) for key, value in params.items()))
             try:
                 with _cursor(conn) as cur:
                     cur.execute(query, params, binary=True)
@@ -927,13 +966,9 @@ class WorkerUtils:
         ``worker_ids`` are the ``locked_by`` values: graphile-worker 0.17+ writes its pool id
         (``pool-…``) there. Unlocking a live worker's jobs lets another worker run them twice.
         """
-        if isinstance(worker_ids, (str, bytes)) or not isinstance(worker_ids, Iterable):
-            raise InvalidJobSpec(
-                f"worker_ids: expected an iterable of str, got {type(worker_ids).__name__}"
-            )
         ids = [
             check_text(f"worker_ids[{index}]", worker_id)
-            for index, worker_id in enumerate(worker_ids)
+            for index, worker_id in enumerate(check_items(worker_ids, "worker_ids", "str"))
         ]
         self._fetch("force_unlock_workers", {"worker_ids": ids})
 
@@ -969,6 +1004,7 @@ class WorkerUtils:
             operation_span("cleanup", self._schema, enqueue=False),
             self._connection() as (conn, owned),
         ):
+            _check_texts(conn, [("task_identifiers_to_keep", keep)])
             try:
                 return run_cleanup(
                     conn,

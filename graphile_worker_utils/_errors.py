@@ -61,6 +61,12 @@ class JobScheduleFailed(GraphileWorkerError):
     """A before-schedule hook refused the job; nothing was written."""
 
 
+class HookError(GraphileWorkerError, TypeError):
+    """A before-schedule hook is not callable, or returned something other than
+    :class:`Continue`, :class:`Skip` or :class:`Fail`; the message names the hook. Nothing was
+    written."""
+
+
 class JobKeyRaceError(GraphileWorkerError):
     """A keyed job was locked by a worker while this call replaced it; nothing was scheduled.
 
@@ -71,7 +77,9 @@ class JobKeyRaceError(GraphileWorkerError):
 
 
 class ConnectionStateError(GraphileWorkerError):
-    """The caller's connection cannot run the operation (closed, or in a failed transaction)."""
+    """The connection or pool cannot run the operation: the caller's connection is closed or
+    in a failed transaction, or the pool is closed (for example an instance used after its
+    :meth:`WorkerUtils.connect` block ended). Raised before anything is sent."""
 
 
 class DatabaseError(GraphileWorkerError):

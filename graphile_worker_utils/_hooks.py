@@ -14,7 +14,7 @@ from typing import Any
 
 import attrs
 
-from ._errors import JobScheduleFailed, JobScheduleSkipped
+from ._errors import HookError, JobScheduleFailed, JobScheduleSkipped
 from ._types import JobSpec
 
 
@@ -56,11 +56,17 @@ def run_hooks(
         elif isinstance(result, Fail):
             raise JobScheduleFailed(f"job {identifier!r}: {result.message}")
         else:
-            raise TypeError(
-                f"before-schedule hook {hook!r} returned {type(result).__name__};"
-                " expected Continue, Skip or Fail"
+            raise HookError(
+                f"before-schedule hook {_hook_name(hook)} returned {type(result).__name__} for"
+                f" job {identifier!r}; expected Continue, Skip or Fail"
             )
     return payload
+
+
+def _hook_name(hook: object) -> str:
+    name = getattr(hook, "__qualname__", None)
+    module = getattr(hook, "__module__", None)
+    return f"{module}.{name}" if name and module else repr(hook)
 
 
 _tracing: Any = None  # the opentelemetry.trace module, False when it is not installed

@@ -25,8 +25,8 @@ from typing import Any
 import attrs
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg.rows import dict_row
 
+from ._cursors import cursor
 from ._errors import (
     IncompatibleSchemaError,
     MigrationError,
@@ -124,27 +124,28 @@ class _Revisions:
 
 
 def _read(conn: psycopg.Connection[Any], schema: str) -> _Revisions:
-    with conn.cursor(row_factory=dict_row) as cur:
+    with cursor(conn) as cur:
         cur.execute(catalog.render("migrations/state", schema), {"schema_name": schema})
         state = cur.fetchone()
         assert state is not None
+        server_version_num, has_migrations_table, has_breaking_column = state
         revision = breaking = None
-        if state["has_migrations_table"]:
+        if has_migrations_table:
             operation = (
                 "migrations/revisions"
-                if state["has_breaking_column"]
+                if has_breaking_column
                 else "migrations/revisions_without_breaking"
             )
             cur.execute(catalog.render(operation, schema))
             row = cur.fetchone()
             assert row is not None
-            revision, breaking = row["revision"], row["breaking_revision"]
+            revision, breaking = row
     return _Revisions(
-        server_version_num=state["server_version_num"],
+        server_version_num=server_version_num,
         revision=revision,
         breaking_revision=breaking,
-        has_breaking_column=state["has_breaking_column"],
-        has_migrations_table=state["has_migrations_table"],
+        has_breaking_column=has_breaking_column,
+        has_migrations_table=has_migrations_table,
     )
 
 
@@ -199,12 +200,14 @@ def _record_and_apply(
     notify: bool,
 ) -> None:
     breaking_ids = sorted(BREAKING_REVISIONS)
-    with conn.cursor() as cur:
+    with cursor(conn) as cur:
         cur.execute(
             catalog.render("migrations/record", schema),
             {"ids": revisions, "breaking_ids": breaking_ids},
         )
-        cur.execute(catalog.render(operation, schema))
+        # A script of many statements: never prepared, whatever the connection's
+        # prepare_threshold (0 would prepare it, which PostgreSQL refuses).
+        cur.execute(catalog.render(operation, schema), prepare=False)
         if notify:
             cur.execute(
                 catalog.render("migrations/notify", schema),
@@ -224,14 +227,14 @@ def _step(
     Applies nothing when the schema is current (or ahead).
     Raises _PeerInProgress when another migrator holds the schema somewhere in 1..15.
     """
-    with atomic(conn, owned=owned), conn.cursor() as cur:
+    with atomic(conn, owned=owned), cursor(conn) as cur:
         cur.execute(catalog.render("migrations/lock", schema), {"schema_name": schema})
         revisions = _read(conn, schema)
         _check(revisions, schema)
         if not revisions.has_migrations_table:
-            cur.execute(catalog.render("migrations/bootstrap", schema))
+            cur.execute(catalog.render("migrations/bootstrap", schema), prepare=False)
         elif not revisions.has_breaking_column:
-            cur.execute(catalog.render("migrations/add_breaking_column", schema))
+            cur.execute(catalog.render("migrations/add_breaking_column", schema), prepare=False)
             cur.execute(
                 catalog.render("migrations/flag_breaking", schema),
                 {"breaking_ids": sorted(BREAKING_REVISIONS)},

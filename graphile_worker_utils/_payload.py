@@ -114,6 +114,11 @@ def encode_payload(value: Any, json_dumps: JsonDumps | None, field: str = "paylo
         raise InvalidJobSpec(
             f"{field}: nested too deeply (or refers to itself) to encode as JSON"
         ) from error
+    except Exception as error:
+        # A custom json_dumps may raise anything; it is still a payload that cannot be sent.
+        raise InvalidJobSpec(
+            f"{field}: cannot be encoded as JSON: {type(error).__name__}: {error}"
+        ) from error
     if not isinstance(text, str):
         raise InvalidJobSpec(f"{field}: json_dumps returned {type(text).__name__}, expected str")
     return text
@@ -133,7 +138,22 @@ def encode_payloads(payloads: list[Any], json_dumps: JsonDumps | None, offset: i
         return "[" + ",".join(texts) + "]"
     try:
         return dumps(payloads)
-    except (InvalidJobSpec, ValueError, TypeError, RecursionError) as error:
+    except Exception as error:  # any payload the encoder refuses: find and name it
         for index, payload in enumerate(payloads):
             encode_payload(payload, None, f"jobs[{offset + index}].payload")
         raise InvalidJobSpec(f"payloads: cannot be encoded as JSON: {error}") from error
+
+
+_decoder = json.JSONDecoder()
+
+
+def array_element_at(document: str, position: int) -> tuple[int, Any]:
+    """The index and the value of the element of a JSON array text that holds ``position``."""
+    index, end = 0, document.index("[") + 1
+    while True:
+        while document[end] in " \t\r\n,":
+            end += 1
+        value, end = _decoder.raw_decode(document, end)
+        if position < end:
+            return index, value
+        index += 1

@@ -9,6 +9,8 @@ from typing import Any
 import psycopg
 from psycopg import pq
 
+from ._cursors import cursor
+
 
 @contextmanager
 def atomic(conn: psycopg.Connection[Any], *, owned: bool) -> Iterator[None]:
@@ -24,6 +26,7 @@ def atomic(conn: psycopg.Connection[Any], *, owned: bool) -> Iterator[None]:
         and not conn.autocommit
         and conn.info.transaction_status == pq.TransactionStatus.IDLE
     ):
-        conn.execute("select 1")
+        with cursor(conn) as cur:  # not conn.execute: the caller's cursor_factory is theirs
+            cur.execute("select 1")
     with conn.transaction():
         yield

@@ -47,6 +47,21 @@ class CleanupTask(str, enum.Enum):
     GC_JOB_QUEUES = "GC_JOB_QUEUES"
 
 
+def check_items(value: object, field: str, expected: str) -> list[Any]:
+    """``value``'s items as a list; InvalidJobSpec when it is not an iterable (a str counts as
+    none) or iterating it raises, so that nothing is sent."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InvalidJobSpec(
+            f"{field}: expected an iterable of {expected}, got {type(value).__name__}"
+        )
+    try:
+        return list(value)
+    except Exception as error:
+        raise InvalidJobSpec(
+            f"{field}: iterating it raised {type(error).__name__}: {error}"
+        ) from error
+
+
 def check_text(field: str, value: object, max_length: int | None = None) -> str:
     """Return ``value`` if it is a non-empty str without NUL within ``max_length`` characters."""
     if not isinstance(value, str):

@@ -247,7 +247,7 @@ def test_a_namedtuple_task_is_never_taken_for_a_task_spec_pair(offline: WorkerUt
 @pytest.mark.parametrize(
     ("item", "patterns"),
     [
-        pytest.param((good(9),), [r"a \(task, spec\) pair, got a tuple of 1 items"], id="1-tuple"),
+        pytest.param((good(9),), [r"a \(task, spec\) pair, got a tuple of 1 item$"], id="1-tuple"),
         pytest.param(
             (good(9), JobSpec(), None),
             [r"a \(task, spec\) pair, got a tuple of 3 items"],
