@@ -537,16 +537,25 @@ class InterruptGate:
     def handle(self, signum: int, frame: Any) -> None:
         """The SIGINT handler."""
         if self.mode == "raise":
+            # Recorded too: an exception raised in some callbacks (importlib's) is lost.
+            self.pending = True
             raise KeyboardInterrupt
         if self.mode == "defer" and self.pending:
             self.forced = True
             raise KeyboardInterrupt
         self.pending = True
 
+    def defer(self) -> None:
+        """Enter the ``defer`` mode, after raising a SIGINT that came before."""
+        if self.pending:
+            raise KeyboardInterrupt
+        self.mode = "defer"
+
     @contextmanager
-    def installed(self) -> Iterator[None]:
+    def installed(self, *, then_ignore: bool = False) -> Iterator[None]:
         """Handle SIGINT inside, then restore the previous handler (main() may run in a host
-        process). Only in the main thread; an ignored SIGINT stays ignored."""
+        process), or ignore SIGINT if ``then_ignore`` (the process is exiting). Only in the
+        main thread; an ignored SIGINT stays ignored."""
         import signal
         import threading
 
@@ -561,12 +570,12 @@ class InterruptGate:
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            signal.signal(signal.SIGINT, signal.SIG_IGN if then_ignore else previous)
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
         """Defer SIGINT inside; on a normal exit, raise the one that arrived meanwhile."""
-        self.mode = "defer"
+        self.defer()
         try:
             yield
         finally:
@@ -1230,7 +1239,7 @@ def _add_in_one_transaction(
             progress.batch_done(len(batch), numbers[-1])
             if last:
                 # COMMIT is next: from here a first Ctrl-C waits until its outcome is known.
-                gate.mode = "defer"
+                gate.defer()
                 progress.committed = Committed(in_flight=(first, numbers[-1], progress.jobs))
     progress.committed = Committed(progress.jobs, progress.batches, complete=True)
     gate.mode = "absorb"
@@ -1244,7 +1253,7 @@ def _add_every_batch(
     gate = ctx.interrupts
     for batch, numbers, last in batches:
         if last:
-            gate.mode = "defer"  # the final commit: no later point to act on a Ctrl-C
+            gate.defer()  # the final commit: no later point to act on a Ctrl-C
         # A Ctrl-C during a commit is acted on once it is counted (on leaving deferred()).
         with contextlib.nullcontext() if last else gate.deferred():
             done = progress.committed
@@ -1721,6 +1730,10 @@ def _diagnostics(ctx: Context) -> Iterator[None]:
         # Warnings reach the user once, through warnings.warn below, not twice.
         handler = logging.NullHandler()
     logger.addHandler(handler)
+    # psycopg's own warnings (a rollback failing after a Ctrl-C) only with --debug, the same way.
+    driver = logging.getLogger("psycopg")
+    driver_propagate, driver.propagate = driver.propagate, False
+    driver.addHandler(handler)
 
     def show_warning(
         message: Warning | str,
@@ -1741,14 +1754,35 @@ def _diagnostics(ctx: Context) -> Iterator[None]:
         logger.removeHandler(handler)
         logger.propagate = previous_propagate
         logger.setLevel(previous_level)
+        driver.removeHandler(handler)
+        driver.propagate = driver_propagate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    SIGINT's previous handler is restored at the end."""
+    return _run(argv, exiting=False)
+
+
+def script() -> int:
+    """The console script and ``python -m graphile_worker_utils``: :func:`main` for a whole
+    process, which then ignores SIGINT while it exits: once the command is done, a Ctrl-C can
+    no longer change its exit code (Python would restore the default action, and die of it)."""
+    return _run(None, exiting=True)
+
+
+def _run(argv: Sequence[str] | None, *, exiting: bool) -> int:
     # Installed until the output is flushed: a Ctrl-C after add-jobs' last commit is no failure.
     gate = InterruptGate()
-    with gate.installed():
-        return _main(argv, gate)
+    with gate.installed(then_ignore=exiting):
+        code = _main(argv, gate)
+    if exiting:
+        # CPython remembers a KeyboardInterrupt raised inside eval() of a string (namedtuple's,
+        # in an import) even once handled, and would end the process by SIGINT; an eval()
+        # resets that memory.
+        eval("None")
+    return code
 
 
 def _main(argv: Sequence[str] | None, gate: InterruptGate) -> int:
@@ -1761,6 +1795,9 @@ def _main(argv: Sequence[str] | None, gate: InterruptGate) -> int:
         return int(error.code)
     except SystemExit as done:  # --help
         return done.code if isinstance(done.code, int) else 0
+    except KeyboardInterrupt:  # before any command began
+        print(f"{PROG}: error: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
     ctx = Context(args, masker, gate)
     try:
         with _diagnostics(ctx):
@@ -1793,4 +1830,4 @@ def _main(argv: Sequence[str] | None, gate: InterruptGate) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script())
