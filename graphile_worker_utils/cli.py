@@ -1322,6 +1322,9 @@ def _add_jobs_failure(ctx: Context, error: BaseException, progress: Progress) ->
         raise CliError(error.code, f"{error.message}; {kept}") from error
     if isinstance(error, KeyboardInterrupt):
         raise CliError(ExitCode.INTERRUPTED, f"interrupted; {kept}") from error
+    if isinstance(error, Exception):  # one line, as main() would say it, and what was kept
+        failure = classify(error, ctx.masker)
+        raise CliError(failure.code, f"{failure.message}; {kept}") from error
     ctx.note(f"{PROG}: add-jobs: {kept}")
     raise error
 

@@ -8,6 +8,7 @@ every job exactly once.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
@@ -179,6 +180,14 @@ def test_a_job_key_on_two_lines_with_commit_every_batch_keeps_the_batches_before
     assert "stdin:5: job_key 'b' is also the key of stdin:2" in line
     assert "4 jobs in 2 batches were committed; resume from line 5" in line
     assert line_numbers(conn, migrated) == [1, 2, 3, 4]
+
+
+def test_a_text_stdin_of_a_host_process_is_read_too(
+    dsn: str, migrated: str, conn: psycopg.Connection[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(numbered_lines(3) + "\n"))
+    assert main(["add-jobs", "-c", dsn, "-s", migrated, "--batch-size", "2"]) == ExitCode.OK
+    assert line_numbers(conn, migrated) == [1, 2, 3]
 
 
 # -- the pure parts, without a database -------------------------------------------------------
