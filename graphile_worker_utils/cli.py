@@ -1779,7 +1779,10 @@ def _run(argv: Sequence[str] | None, *, exiting: bool) -> int:
     # Installed until the output is flushed: a Ctrl-C after add-jobs' last commit is no failure.
     gate = InterruptGate()
     with gate.installed(then_ignore=exiting):
-        code = _main(argv, gate)
+        try:
+            code = _main(argv, gate)
+        finally:
+            gate.mode = "absorb"  # the outcome is decided and reported: a Ctrl-C changes nothing
     if exiting:
         # CPython remembers a KeyboardInterrupt raised inside eval() of a string (namedtuple's,
         # in an import) even once handled, and would end the process by SIGINT; an eval()
