@@ -1311,6 +1311,8 @@ def _add_jobs_failure(ctx: Context, error: BaseException, progress: Progress) ->
     """Re-raise ``error`` saying what was committed: exactly, or that a commit's outcome is
     unknown (a second Ctrl-C or a lost connection during a commit)."""
     progress.clear()
+    # The connection is closed and the outcome known: a Ctrl-C now would only garble its report.
+    ctx.interrupts.mode = "absorb"
     if isinstance(error, CliError) and not progress.connected:
         raise error  # nothing could have been written: the error as it is
     state = progress.committed
@@ -1802,6 +1804,7 @@ def _main(argv: Sequence[str] | None, gate: InterruptGate) -> int:
     except SystemExit as done:  # --help
         return done.code if isinstance(done.code, int) else 0
     except KeyboardInterrupt:  # before any command began
+        gate.mode = "absorb"
         print(f"{PROG}: error: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     ctx = Context(args, masker, gate)
