@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -254,6 +255,110 @@ def test_main_restores_the_sigint_handler_and_runs_outside_the_main_thread(
         assert signal.getsignal(signal.SIGINT) is own_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# -- Ctrl-C during a commit, made slow on purpose ----------------------------------------------
+
+
+def slow_commit_of_line(conn: psycopg.Connection[Any], schema: str, line: int) -> None:
+    """Make the commit that writes the job of ``line`` sleep (a deferred constraint trigger in
+    the test's own schema), so that a SIGINT can be sent while that commit is under way."""
+    conn.execute(
+        sql.SQL(
+            """
+            create function {s}.gwu_test_slow_commit() returns trigger language plpgsql as $$
+            begin
+              if (new.payload->>'n')::int = {line} then perform pg_sleep(4); end if;
+              return null;
+            end $$;
+            create constraint trigger gwu_test_slow_commit after insert on {s}._private_jobs
+              deferrable initially deferred for each row
+              execute function {s}.gwu_test_slow_commit();
+            """
+        ).format(s=sql.Identifier(schema), line=sql.Literal(line))
+    )
+
+
+def start_and_interrupt_the_slow_commit(
+    conn: psycopg.Connection[Any], args: list[str], signals: int
+) -> tuple[int, str, str]:
+    """Run ``args``; once its commit sleeps, send ``signals`` SIGINTs; its code and output."""
+    name = f"gwu-test-{uuid.uuid4().hex}"  # this run's session, among other tests' sessions
+    process = subprocess.Popen(
+        args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=clean_env(PGAPPNAME=name),
+        text=True,
+    )
+    query = (
+        "select count(*) from pg_stat_activity"
+        " where application_name = %s and wait_event = 'PgSleep'"
+    )
+    deadline = time.monotonic() + 60
+    while conn.execute(query, (name,)).fetchone() == (0,):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.01)
+    for _ in range(signals):
+        os.kill(process.pid, signal.SIGINT)
+        time.sleep(1)  # apart, or Python may run its handler once for both
+    stdout, stderr = process.communicate(timeout=60)
+    return process.returncode, stdout, stderr
+
+
+def test_a_ctrl_c_during_the_last_commit_waits_for_it_and_exits_0(
+    dsn: str, migrated: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(numbered_lines(3))
+    slow_commit_of_line(conn, migrated, 2)
+    args = [*PROGRAM, "add-jobs", str(path), "-c", dsn, "-s", migrated, "--batch-size", "2"]
+    code, stdout, stderr = start_and_interrupt_the_slow_commit(conn, args, signals=1)
+    assert code == ExitCode.OK, (stdout, stderr)
+    assert stdout.startswith("added 3 jobs in 2 batches in one transaction")
+    assert stderr == f"{NOTE}\n"
+    assert line_numbers(conn, migrated) == [1, 2, 3]
+
+
+def test_a_ctrl_c_during_a_batch_commit_stops_after_it_with_the_exact_count(
+    dsn: str, migrated: str, conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(numbered_lines(4))
+    slow_commit_of_line(conn, migrated, 2)
+    args = [*PROGRAM, "add-jobs", str(path), "-c", dsn, "-s", migrated, "--batch-size", "1"]
+    code, stdout, stderr = start_and_interrupt_the_slow_commit(
+        conn, [*args, "--commit-every-batch"], signals=1
+    )
+    line = assert_one_line_error(
+        subprocess.CompletedProcess(args, code, stdout, stderr), ExitCode.INTERRUPTED
+    )
+    assert line.endswith("interrupted; 2 jobs in 2 batches were committed; resume from line 3")
+    assert line_numbers(conn, migrated) == [1, 2]
+
+
+@pytest.mark.parametrize("every_batch", [False, True], ids=["one transaction", "every batch"])
+def test_a_second_ctrl_c_during_a_commit_says_its_outcome_is_unknown(
+    dsn: str, migrated: str, conn: psycopg.Connection[Any], tmp_path: Path, every_batch: bool
+) -> None:
+    path = tmp_path / "jobs.jsonl"
+    path.write_text(numbered_lines(4))
+    slow_commit_of_line(conn, migrated, 2)
+    args = [*PROGRAM, "add-jobs", str(path), "-c", dsn, "-s", migrated, "--batch-size", "2"]
+    args += ["--commit-every-batch"] if every_batch else []
+    code, stdout, stderr = start_and_interrupt_the_slow_commit(conn, args, signals=2)
+    line = assert_one_line_error(
+        subprocess.CompletedProcess(args, code, stdout, stderr), ExitCode.INTERRUPTED
+    )
+    assert "whether it happened is unknown" in line, line
+    if every_batch:
+        assert "the commit of lines 1..2 of" in line and "nothing was committed before it" in line
+        assert "resume from line 1 if they are missing, from line 3 if they are there" in line
+    else:
+        assert "the commit of all 4 jobs (lines 1..4 of" in line
+    # One of the two states the message names (psycopg cancels the commit: mostly the first).
+    assert line_numbers(conn, migrated) in ([], [1, 2] if every_batch else [1, 2, 3, 4])
 
 
 # -- Ctrl-C at random moments -----------------------------------------------------------------
