@@ -1230,6 +1230,7 @@ def _add_in_one_transaction(
     batches: _Batches,
     progress: Progress,
 ) -> None:
+    """Every batch in one transaction; SIGINT is deferred from the COMMIT on."""
     gate = ctx.interrupts
     first = 0
     with conn.transaction():
@@ -1248,6 +1249,7 @@ def _add_in_one_transaction(
 def _add_every_batch(
     ctx: Context, utils: WorkerUtils, batches: _Batches, progress: Progress
 ) -> None:
+    """Each batch committed on its own (autocommit); SIGINT deferred while one commits."""
     import contextlib
 
     gate = ctx.interrupts
