@@ -2,6 +2,6 @@
 
 import sys
 
-from graphile_worker_utils.cli import main
+from graphile_worker_utils.cli import script
 
-sys.exit(main())
+sys.exit(script())

