@@ -34,7 +34,8 @@ PG_CONNECTION_VARIABLES = (
     "PGSERVICE",
     "PGSERVICEFILE",
 )
-# -- masking ----------------------------------------------------------------------------------
+
+# -- masking -----------------------------------------------------------------------------------
 
 _PASSWORD_KEYWORD = re.compile(r"""(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s'"]+)""", re.I)
 _URI_PASSWORD = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)([^@\s]*)(@)", re.I)
@@ -81,6 +82,9 @@ class Masker:
         return text
 
 
+# -- settings ----------------------------------------------------------------------------------
+
+
 def resolve_conninfo(args: argparse.Namespace) -> str:
     """--connection, else $DATABASE_URL, else "" (libpq reads the PG* variables)."""
     conninfo: str | None = args.connection
@@ -104,6 +108,9 @@ def connection_configured(args: argparse.Namespace) -> bool:
         or os.environ.get("DATABASE_URL")
         or any(os.environ.get(name) for name in PG_CONNECTION_VARIABLES)
     )
+
+
+# -- output ------------------------------------------------------------------------------------
 
 
 class Context:
@@ -167,6 +174,9 @@ def silence(stream: IO[str]) -> None:
         os.dup2(devnull, descriptor)
     finally:
         os.close(devnull)
+
+
+# -- connections -------------------------------------------------------------------------------
 
 
 def describe_conninfo(conninfo: str, masker: Masker) -> str:
@@ -240,6 +250,9 @@ def _worker_utils(ctx: Context, conn: psycopg.Connection[Any], schema: str) -> W
         return WorkerUtils(conn, schema=schema)
     except InvalidSchemaName as error:
         raise CliError(ExitCode.USAGE, f"--schema: {error}") from error
+
+
+# -- the schema --------------------------------------------------------------------------------
 
 
 #: The oldest revision the library works on without migrating (graphile-worker 0.16's first).
