@@ -33,7 +33,6 @@ from graphile_worker_utils.cli import ExitCode
 from tests.conftest import FreshDatabase, PgServer
 
 SCRIPT = Path(sys.executable).parent / "graphile-worker-utils"
-CLI_SOURCE = Path(__file__).resolve().parent.parent / "graphile_worker_utils" / "cli.py"
 SECRET = "Sup3rS3cretPassw0rd"
 
 
@@ -145,18 +144,21 @@ def test_help_lists_every_subcommand_and_the_exit_codes(script: bool) -> None:
         assert f"{code.value:>3}  " in done.stdout, code
 
 
-def test_the_cli_module_imports_no_database_driver_for_help() -> None:
-    # Run cli.py on its own (outside the package, whose __init__ imports psycopg): the command
-    # line itself must import psycopg lazily, inside the subcommands.
+@pytest.mark.parametrize("command", [[], ["add-jobs"], ["demo"]], ids=["top", "add-jobs", "demo"])
+def test_the_cli_module_imports_no_database_driver_for_help(command: list[str]) -> None:
+    # `python -m graphile_worker_utils --help`: the package imports its names lazily, and the
+    # command line imports psycopg (and the library's modules) inside the subcommands only.
     code = (
         "import runpy, sys\n"
-        "sys.argv = ['graphile-worker-utils', '--help']\n"
+        f"sys.argv = ['graphile-worker-utils', *{command!r}, '--help']\n"
         "try:\n"
-        f"    runpy.run_path({str(CLI_SOURCE)!r}, run_name='__main__')\n"
+        "    runpy.run_module('graphile_worker_utils', run_name='__main__')\n"
         "except SystemExit:\n"
         "    pass\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in"
-        " ('psycopg', 'psycopg_pool', 'jinja2', 'attrs', 'graphile_worker_utils')),"
+        " ('psycopg', 'psycopg_pool', 'jinja2', 'attrs', 'graphile_worker_utils')"
+        " and m not in ('graphile_worker_utils', 'graphile_worker_utils.__main__')"
+        " and not m.startswith('graphile_worker_utils.cli')),"
         " file=sys.stderr)\n"
     )
     done = subprocess.run(
