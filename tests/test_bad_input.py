@@ -32,7 +32,8 @@ from graphile_worker_utils import (
     RawJobSpec,
     WorkerUtils,
 )
-from tests.conftest import PgServer, drop_schema
+from tests._helpers import drop_schema
+from tests._server import PgServer
 
 Connection = psycopg.Connection[Any]
 UTC = dt.timezone.utc
@@ -58,16 +59,6 @@ def assert_message(error: BaseException, patterns: list[str]) -> None:
     message = str(error)
     for pattern in patterns:
         assert re.search(pattern, message), f"{pattern!r} not in {message!r}"
-
-
-@pytest.fixture
-def idle_conn(pg_dsn: str, utils: WorkerUtils) -> Iterator[Connection]:
-    """A non-autocommit connection that has sent nothing yet (closed without committing)."""
-    connection = psycopg.connect(pg_dsn)
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from graphile_worker_utils import InvalidJobSpec, Job, JobSpec, RawJobSpec, WorkerUtils
-from tests.conftest import FreshDatabase
+from tests._helpers import Database
 
 Connection = psycopg.Connection[Any]
 UTC = dt.timezone.utc
@@ -222,7 +222,7 @@ def test_use_local_time_gives_every_unscheduled_job_of_a_batch_one_run_at_from_t
     assert before <= run_ats[1] <= after
 
 
-def test_a_batch_notifies_workers_once_with_its_size(fresh_database: FreshDatabase) -> None:
+def test_a_batch_notifies_workers_once_with_its_size(fresh_database: Database) -> None:
     # A database of its own: notification channels are shared by every schema of a database.
     with (
         psycopg.connect(fresh_database.dsn, autocommit=True) as owner,

@@ -30,7 +30,8 @@ from psycopg.rows import dict_row
 
 from graphile_worker_utils import JobSpec, WorkerUtils
 from graphile_worker_utils.cli import ExitCode
-from tests.conftest import FreshDatabase, PgServer
+from tests._helpers import Database
+from tests._server import PgServer
 
 SCRIPT = Path(sys.executable).parent / "graphile-worker-utils"
 CLI_SOURCE = Path(__file__).resolve().parent.parent / "graphile_worker_utils" / "cli.py"
@@ -99,18 +100,6 @@ def jobs(conn: psycopg.Connection[Any], schema: str) -> list[dict[str, Any]]:
 def execute(conn: psycopg.Connection[Any], schema: str, statement: str, *params: Any) -> None:
     """Run ``statement`` with ``{s}`` standing for the quoted schema."""
     conn.execute(sql.SQL(statement).format(s=sql.Identifier(schema)), params)
-
-
-@pytest.fixture
-def dsn(pg_server: PgServer) -> str:
-    return pg_server.dsn
-
-
-@pytest.fixture
-def migrated(conn: psycopg.Connection[Any], schema: str) -> str:
-    """``schema``, installed (by the library: the ``migrate`` command has tests of its own)."""
-    WorkerUtils(conn, schema=schema).migrate()
-    return schema
 
 
 def cli(dsn: str, schema: str, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -973,7 +962,7 @@ def demo_schemas(conn: psycopg.Connection[Any]) -> set[str]:
 
 
 def test_demo_with_a_connection_uses_a_scratch_schema_and_drops_it(
-    fresh_database: FreshDatabase,
+    fresh_database: Database,
 ) -> None:
     # A database of its own: demo refuses one where graphile-worker pools (of other tests) listen.
     done = run("demo", env=clean_env(DATABASE_URL=fresh_database.dsn), script=True)

@@ -27,7 +27,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from graphile_worker_utils import WorkerUtils
 from graphile_worker_utils.cli import (
     CliError,
     ExitCode,
@@ -37,7 +36,6 @@ from graphile_worker_utils.cli import (
     _input_lines,
     main,
 )
-from tests.conftest import PgServer
 from tests.test_cli import assert_one_line_error, clean_env
 
 PROGRAM = [sys.executable, "-m", "graphile_worker_utils"]
@@ -82,17 +80,6 @@ def add_jobs(
     return subprocess.CompletedProcess(
         done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
     )
-
-
-@pytest.fixture
-def dsn(pg_server: PgServer) -> str:
-    return pg_server.dsn
-
-
-@pytest.fixture
-def migrated(utils: WorkerUtils) -> str:
-    """A schema installed by the library."""
-    return utils.schema
 
 
 # -- input that is not UTF-8, job keys used twice ----------------------------------------------

@@ -13,7 +13,7 @@ from psycopg import sql
 
 from graphile_worker_utils import DatabaseError, WorkerUtils
 from graphile_worker_utils.cli import ExitCode, build_parser, database_text
-from tests.conftest import PgServer
+from tests._server import PgServer
 from tests.test_cli import assert_one_line_error, jobs, run
 
 LONG_DETAIL = "d" * 300

@@ -15,7 +15,8 @@ import pytest
 from psycopg import sql
 
 from graphile_worker_utils.cli import ExitCode
-from tests.conftest import GraphileWorker, PgServer
+from tests._node import GraphileWorker
+from tests._server import PgServer
 from tests.test_cli import assert_one_line_error, jobs, run
 
 REVISIONS = {"0.16.6": 18, "0.17.3": 19}

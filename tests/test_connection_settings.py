@@ -35,7 +35,7 @@ from graphile_worker_utils import (
 )
 from graphile_worker_utils._client import BATCH_SLICE
 from graphile_worker_utils._cursors import instant
-from tests.conftest import PgServer
+from tests._server import PgServer
 
 Connection = psycopg.Connection[Any]
 UTC = dt.timezone.utc

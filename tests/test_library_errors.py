@@ -51,13 +51,6 @@ def job_count(conn: Connection, schema: str) -> int:
 
 
 @pytest.fixture
-def idle_conn(pg_dsn: str, utils: WorkerUtils) -> Iterator[Connection]:
-    """A non-autocommit connection that has sent nothing yet (``schema`` is migrated)."""
-    with psycopg.connect(pg_dsn) as connection:
-        yield connection
-
-
-@pytest.fixture
 def latin1_conn(pg_dsn: str, utils: WorkerUtils) -> Iterator[Connection]:
     """As ``idle_conn``, with client_encoding LATIN1 (no '€', no CJK)."""
     with psycopg.connect(pg_dsn, client_encoding="LATIN1") as connection:
