@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from graphile_worker_utils import Job, JobSpec, RawJobSpec, WorkerUtils
 from tests._server import PgServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -77,6 +78,15 @@ def drop_database(server: PgServer, name: str) -> None:
         conn.execute(sql.SQL("drop database if exists {}").format(ident))
 
 
+def drop_role(pg_server: PgServer, name: str) -> None:
+    """Drop a role with its privileges and policy memberships (``drop owned by`` first)."""
+    with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
+        exists = admin.execute("select 1 from pg_roles where rolname = %s", [name]).fetchone()
+        if exists:
+            admin.execute(sql.SQL("drop owned by {}").format(sql.Identifier(name)))
+            admin.execute(sql.SQL("drop role {}").format(sql.Identifier(name)))
+
+
 def leftovers(server: PgServer) -> tuple[list[str], list[str]]:
     """The schemas and databases of this session still on the server."""
     pattern = NAME_PREFIX.replace("_", r"\_") + "%"
@@ -120,3 +130,25 @@ def make_database(pg_server: PgServer, kind: str = "db_") -> Iterator[Database]:
         yield Database(name, pg_server.dsn_for(name), pg_server.node_dsn_for(name))
     finally:
         drop_database(pg_server, name)
+
+
+def table(schema: str, name: str) -> sql.Composed:
+    """``schema.name``, both quoted."""
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+
+def job_count(conn: psycopg.Connection[Any], schema: str) -> int:
+    """How many jobs ``schema`` holds."""
+    query = sql.SQL("select count(*) from {}").format(table(schema, "_private_jobs"))
+    (n,) = conn.execute(query).fetchone()  # type: ignore[misc]
+    return int(n)
+
+
+def enqueue(
+    utils: WorkerUtils, via: str, identifier: str, payload: Any, spec: JobSpec | None = None
+) -> Job:
+    """One job through ``add_raw_job`` or (``via="add_raw_jobs"``) a batch of one."""
+    if via == "add_raw_job":
+        return utils.add_raw_job(identifier, payload, spec)
+    (job,) = utils.add_raw_jobs([RawJobSpec(identifier, payload, spec)])
+    return job

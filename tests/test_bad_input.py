@@ -26,13 +26,12 @@ from psycopg import pq, sql
 from graphile_worker_utils import (
     CleanupTask,
     InvalidJobSpec,
-    Job,
     JobKeyMode,
     JobSpec,
     RawJobSpec,
     WorkerUtils,
 )
-from tests._helpers import drop_schema
+from tests._helpers import drop_schema, enqueue, job_count, table
 from tests._server import PgServer
 
 Connection = psycopg.Connection[Any]
@@ -43,16 +42,6 @@ BOTH_ENTRY_POINTS = pytest.mark.parametrize("via", ["add_raw_job", "add_raw_jobs
 
 # --------------------------------------------------------------------------------------------
 # Helpers and fixtures
-
-
-def table(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-
-
-def job_count(conn: Connection, schema: str) -> int:
-    query = sql.SQL("select count(*) from {}").format(table(schema, "_private_jobs"))
-    (n,) = conn.execute(query).fetchone()  # type: ignore[misc]
-    return int(n)
 
 
 def assert_message(error: BaseException, patterns: list[str]) -> None:
@@ -91,15 +80,6 @@ def stored_payload(conn: Connection, schema: str, job_id: int) -> tuple[str, Any
     )
     text, value = conn.execute(query, [job_id]).fetchone()  # type: ignore[misc]
     return text, value
-
-
-def enqueue(
-    utils: WorkerUtils, via: str, identifier: str, payload: Any, spec: JobSpec | None = None
-) -> Job:
-    if via == "add_raw_job":
-        return utils.add_raw_job(identifier, payload, spec)
-    (job,) = utils.add_raw_jobs([RawJobSpec(identifier, payload, spec)])
-    return job
 
 
 # --------------------------------------------------------------------------------------------

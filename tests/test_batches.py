@@ -15,14 +15,10 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from graphile_worker_utils import InvalidJobSpec, Job, JobSpec, RawJobSpec, WorkerUtils
-from tests._helpers import Database
+from tests._helpers import Database, table
 
 Connection = psycopg.Connection[Any]
 UTC = dt.timezone.utc
-
-
-def table(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
 def view_labels(conn: Connection, schema: str) -> dict[int, tuple[str, str | None]]:

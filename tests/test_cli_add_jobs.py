@@ -36,7 +36,7 @@ from graphile_worker_utils.cli import (
     _input_lines,
     main,
 )
-from tests.test_cli import assert_one_line_error, clean_env
+from tests._cli import assert_one_line_error, clean_env
 
 PROGRAM = [sys.executable, "-m", "graphile_worker_utils"]
 LINES = 3000

@@ -18,7 +18,7 @@ import pytest
 
 from graphile_worker_utils import RawJobSpec, WorkerUtils
 from graphile_worker_utils.cli import Context, ExitCode, Masker, build_parser
-from tests.test_cli import SCRIPT, clean_env, jobs
+from tests._cli import SCRIPT, clean_env, jobs
 
 MANY = 3000
 BUFFERING = [

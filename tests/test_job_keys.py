@@ -31,6 +31,7 @@ from graphile_worker_utils import (
     WorkerUtils,
 )
 from graphile_worker_utils._client import _statement_runs
+from tests._helpers import enqueue, table
 
 Connection = psycopg.Connection[Any]
 
@@ -51,10 +52,6 @@ BOTH_ENTRY_POINTS = pytest.mark.parametrize("via", ["add_raw_job", "add_raw_jobs
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def table(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
 def job_rows(conn: Connection, schema: str) -> list[dict[str, Any]]:
@@ -87,13 +84,6 @@ def update_job(conn: Connection, schema: str, job_id: int, assignments: str) -> 
         ),
         [job_id],
     )
-
-
-def enqueue(utils: WorkerUtils, via: str, identifier: str, payload: Any, spec: JobSpec) -> Job:
-    if via == "add_raw_job":
-        return utils.add_raw_job(identifier, payload, spec)
-    (job,) = utils.add_raw_jobs([RawJobSpec(identifier, payload, spec)])
-    return job
 
 
 ORIGINAL_SPEC = JobSpec(

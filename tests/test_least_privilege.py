@@ -97,7 +97,7 @@ from graphile_worker_utils import (
     RescheduleOptions,
     WorkerUtils,
 )
-from tests._helpers import NAME_PREFIX, drop_schema, unique_name
+from tests._helpers import NAME_PREFIX, drop_role, drop_schema, unique_name
 from tests._server import PgServer
 
 Connection = psycopg.Connection[Any]
@@ -223,15 +223,6 @@ def run(admin: Connection, recipe: str | list[str], schema: str, role: str) -> N
                 schema=sql.Identifier(schema), role=sql.Identifier(role)
             )
         )
-
-
-def drop_role(pg_server: PgServer, name: str) -> None:
-    """Drop a role with its privileges and policy memberships (``drop owned by`` first)."""
-    with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
-        exists = admin.execute("select 1 from pg_roles where rolname = %s", [name]).fetchone()
-        if exists:
-            admin.execute(sql.SQL("drop owned by {}").format(sql.Identifier(name)))
-            admin.execute(sql.SQL("drop role {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module", autouse=True)

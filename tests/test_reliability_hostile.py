@@ -652,17 +652,14 @@ def gw(admin: Connection, schema: str) -> str:
 
 
 @pytest.fixture
-def tx(pg_dsn: str, gw: str) -> Iterator[Connection]:
-    """A non-autocommit connection; every example rolls back what it did."""
-    connection = psycopg.connect(pg_dsn)
-    try:
-        yield connection
-    finally:
-        connection.close()
+def tx(gw: str, caller_conn: Connection) -> Connection:
+    """``caller_conn`` (closed before ``gw`` is dropped); every example rolls back what it did."""
+    return caller_conn
 
 
 @pytest.fixture
 def tx_utils(tx: Connection, gw: str) -> WorkerUtils:
+    """A ``WorkerUtils`` on ``tx`` (not ``utils``: that one is on the autocommit ``conn``)."""
     return WorkerUtils(tx, schema=gw)
 
 

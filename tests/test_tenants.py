@@ -27,12 +27,11 @@ from psycopg.conninfo import make_conninfo
 
 from graphile_worker_utils import MigrationReport, WorkerUtils
 from graphile_worker_utils.cli import ExitCode
-from tests._helpers import Database, unique_name
+from tests._cli import assert_one_line_error, clean_env, run
+from tests._helpers import Database, drop_role, unique_name
 from tests._node import GraphileWorker
 from tests._server import PgServer
 from tests._worker import WAIT_TIMEOUT, NodeWorker, Workers
-from tests.test_cli import assert_one_line_error, clean_env, run
-from tests.test_least_privilege import drop_role
 
 Conn = psycopg.Connection[Any]
 CHANNEL = "worker:migrate"

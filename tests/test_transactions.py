@@ -25,6 +25,7 @@ from graphile_worker_utils import (
     SchemaState,
     WorkerUtils,
 )
+from tests._helpers import table
 
 Connection = psycopg.Connection[Any]
 IDLE = pq.TransactionStatus.IDLE
@@ -35,10 +36,6 @@ WAIT_SECONDS = 10.0
 
 # --------------------------------------------------------------------------------------------
 # Helpers and fixtures
-
-
-def table(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
 def count(conn: Connection, schema: str, name: str = "_private_jobs") -> int:
