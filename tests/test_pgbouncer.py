@@ -36,6 +36,14 @@ from graphile_worker_utils import (
     WorkerUtils,
 )
 from tests._helpers import ci_requires_everything
+from tests._job_keys import (
+    KEY,
+    PENDING,
+    assert_rescheduled_after_the_race,
+    existing_job,
+    race_for_key,
+    replacement,
+)
 from tests._pgbouncer import (
     PREPARED_STATEMENTS_SINCE,
     PgBouncer,
@@ -44,14 +52,6 @@ from tests._pgbouncer import (
     running_pgbouncer,
 )
 from tests._server import PgServer
-from tests.test_job_keys import (
-    KEY,
-    PENDING,
-    assert_rescheduled_after_the_race,
-    existing_job,
-    race_for_key,
-    replacement,
-)
 
 Connection = psycopg.Connection[Any]
 ALL_CLEANUP_TASKS = (
