@@ -56,7 +56,7 @@ def job_row(conn: Connection, schema: str, job_id: int) -> dict[str, Any]:
 def update_job(conn: Connection, schema: str, job_id: int, assignments: str) -> None:
     # ``assignments`` is test-authored SQL (never data), e.g. "attempts = 2".
     conn.execute(
-        sql.SQL("update {} set " + assignments + " where id = %s").format(  # type: ignore[arg-type]
+        sql.SQL("update {} set " + assignments + " where id = %s").format(
             table(schema, "_private_jobs")
         ),
         [job_id],

@@ -332,7 +332,7 @@ def test_a_spec_of_the_wrong_type_is_refused_by_add_raw_job(
 
 def test_a_spec_of_the_wrong_type_is_refused_by_raw_job_spec() -> None:
     with pytest.raises(InvalidJobSpec) as raised:
-        RawJobSpec("task", {}, "queue=q")  # type: ignore[arg-type]
+        RawJobSpec("task", {}, "queue=q")  # type: ignore[arg-type, unused-ignore]
 
     assert_message(raised.value, ["spec", "JobSpec", "str"])
 

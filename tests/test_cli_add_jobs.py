@@ -191,18 +191,18 @@ def test_decode_line_names_the_byte_and_its_character_column() -> None:
 
 def test_input_lines_skips_json_blank_lines_only() -> None:
     lines = [b"{}\n", b"\n", b" \t\r\n", "\u00a0\n".encode(), b"{}"]
-    assert list(_input_lines(iter(lines))) == [(1, b"{}\n"), (4, "\u00a0\n".encode()), (5, b"{}")]
+    assert list(_input_lines(iter(lines))) == [(1, b"{}\n"), (4, "\u00a0\n".encode()), (5, b"{}")]  # type: ignore[arg-type, unused-ignore]
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 1000])
 def test_batches_refuse_a_repeated_key_in_any_batch_and_mark_the_last(size: int) -> None:
-    good = list(_input_lines(iter(keyed_lines(["a", "b", "c", "d"]).splitlines(True))))
+    good = list(_input_lines(iter(keyed_lines(["a", "b", "c", "d"]).splitlines(True))))  # type: ignore[arg-type, unused-ignore]
     batches = list(_batches(iter(good), size, "f"))
     assert [numbers for _, numbers, _ in batches] == [
         list(range(1, 5))[i : i + size] for i in range(0, 4, size)
     ]
     assert [last for *_, last in batches] == [False] * (len(batches) - 1) + [True]
-    repeated = list(_input_lines(iter(keyed_lines(["a", "b", "c", "a"]).splitlines(True))))
+    repeated = list(_input_lines(iter(keyed_lines(["a", "b", "c", "a"]).splitlines(True))))  # type: ignore[arg-type, unused-ignore]
     with pytest.raises(CliError, match="f:4: job_key 'a' is also the key of f:1"):
         list(_batches(iter(repeated), size, "f"))
 

@@ -382,7 +382,7 @@ def test_many_processes_migrating_at_once_all_succeed(
         ]
         gate.execute("select pg_advisory_unlock(4242)")
         results = [(p, *p.communicate(timeout=120)) for p in pythons + nodes]
-    failures = [(p.args[-3:], p.returncode, err) for p, _, err in results if p.returncode != 0]
+    failures = [(p.args[-3:], p.returncode, err) for p, _, err in results if p.returncode != 0]  # type: ignore[index]
     assert failures == []
     installs = [out.split() for p, out, _ in results[: len(pythons)]]
     assert all(revision == "20" for revision, _ in installs)

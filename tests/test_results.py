@@ -460,7 +460,7 @@ def test_force_unlock_workers_frees_the_jobs_and_queues_of_the_given_workers_onl
         lock_job(conn, schema, job.id, by=worker)
         lock_queue(conn, schema, f"q-{worker}", by=worker)
 
-    assert utils.force_unlock_workers(["w1", "w2", "nobody"]) is None
+    assert utils.force_unlock_workers(["w1", "w2", "nobody"]) is None  # type: ignore[func-returns-value]
 
     job_locks = {row["locked_by"] for row in rows(conn, schema).values()}
     assert job_locks == {None, "w3"}

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import pq, sql
+from psycopg import abc, pq, sql
 from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool
 
@@ -197,8 +197,8 @@ def test_an_autocommit_connection_commits_each_enqueue_on_its_own(
 LOADER_TYPES = ["timestamptz", "timestamp", "json", "jsonb", "text", "int8"]
 
 
-def loaders(conn: Connection) -> dict[tuple[str, pq.Format], type[Loader] | None]:
-    result: dict[tuple[str, pq.Format], type[Loader] | None] = {}
+def loaders(conn: Connection) -> dict[tuple[str, pq.Format], type[abc.Loader] | None]:
+    result: dict[tuple[str, pq.Format], type[abc.Loader] | None] = {}
     for name in LOADER_TYPES:
         info = conn.adapters.types[name]
         for fmt in (pq.Format.TEXT, pq.Format.BINARY):
