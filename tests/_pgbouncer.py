@@ -37,7 +37,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 if TYPE_CHECKING:
-    from tests.conftest import PgServer
+    from tests._server import PgServer
 
 PGBOUNCER_ENV = "GRAPHILE_WORKER_TEST_PGBOUNCER"
 PGBOUNCER_HOST = "127.0.0.1"

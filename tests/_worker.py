@@ -9,7 +9,7 @@ collects the reports on a thread, answers ``wait_for(condition, timeout)`` quest
 graphile-worker's channels (``jobs:insert``, ``worker:migrate``) are per database, not per
 schema: a worker in one schema is nudged by every job inserted, and shut down by every breaking
 migration, in any schema of its database. So the interop tests run in a database of their own
-(:func:`make_interop_database`), one schema per test.
+(the ``interop_database`` fixture of ``tests/fix_node.py``), one schema per test.
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
 from graphile_worker_utils import WorkerUtils
-from tests.conftest import NODE_DIR, GraphileWorker, PgServer, drop_database, unique_name
+from tests._helpers import Database
+from tests._node import NODE_DIR, node_env
 
 HARNESS = NODE_DIR / "harness.js"
 Report = dict[str, Any]
@@ -42,42 +42,6 @@ T = TypeVar("T")
 START_TIMEOUT = 20.0
 WAIT_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True)
-class Database:
-    """A database of the test server, reachable from Python (``dsn``) and Node (``node_dsn``)."""
-
-    name: str
-    dsn: str
-    node_dsn: str
-
-    def connect(self, autocommit: bool = True) -> psycopg.Connection[tuple[Any, ...]]:
-        """A new connection (the caller closes it)."""
-        return psycopg.connect(self.dsn, autocommit=autocommit)
-
-
-@contextlib.contextmanager
-def make_interop_database(pg_server: PgServer) -> Iterator[Database]:
-    """A new empty database for interop tests, dropped (with whoever is on it) at exit."""
-    name = unique_name("interop_")
-    with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
-        admin.execute(sql.SQL("create database {} template template0").format(sql.Identifier(name)))
-    try:
-        yield Database(name, pg_server.dsn_for(name), pg_server.node_dsn_for(name))
-    finally:
-        drop_database(pg_server, name)
-
-
-def _node_env() -> dict[str, str]:
-    # Only the connection and schema we pass count, not the developer's PG*/DATABASE_URL.
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not (k.startswith(("PG", "GRAPHILE_")) or k == "DATABASE_URL")
-    }
-    env["NO_COLOR"] = "1"
-    return env
 
 
 def job_id_of(report: Report) -> int | None:
@@ -102,7 +66,7 @@ class NodeWorker:
         self.process = subprocess.Popen(
             [node, str(HARNESS), json.dumps(self.config)],
             cwd=NODE_DIR,
-            env=_node_env(),
+            env=node_env(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -413,8 +377,7 @@ def wait_until(condition: Callable[[], T | None], timeout: float, what: str) -> 
 
 
 # --------------------------------------------------------------------------------------------
-# Fixtures: import interop_database_fixture / interop_fixture into a test module (``import x
-# as x``); tests ask for them as ``interop_database`` and ``interop``.
+# What the ``interop`` fixture (tests/fix_node.py) gives a test
 
 
 @dataclass
@@ -487,41 +450,3 @@ class Interop:
         )
         with self.conn.cursor(row_factory=dict_row) as cur:
             return cur.execute(query).fetchall()
-
-
-# One interop database per session: pytest makes a fixture definition per module that imports
-# it, and DROP DATABASE can take seconds on a busy server, so the first one creates the
-# database and drops it at the end of the session; the others share it.
-_shared_databases: dict[str, Database] = {}
-
-
-@pytest.fixture(scope="session", name="interop_database")
-def interop_database_fixture(pg_server: PgServer) -> Iterator[Database]:
-    """A database of its own for the interop tests (see the module docstring)."""
-    if pg_server.dsn in _shared_databases:
-        yield _shared_databases[pg_server.dsn]
-        return
-    with make_interop_database(pg_server) as database:
-        _shared_databases[pg_server.dsn] = database
-        try:
-            yield database
-        finally:
-            del _shared_databases[pg_server.dsn]
-
-
-@pytest.fixture(name="interop")
-def interop_fixture(
-    interop_database: Database, graphile_worker: GraphileWorker
-) -> Iterator[Interop]:
-    """A fresh schema migrated by the library, in the interop database; every harness the
-    test started is stopped (or killed) at teardown, then the schema is dropped."""
-    schema = unique_name()
-    workers = Workers(graphile_worker.node, interop_database)
-    with interop_database.connect() as conn:
-        utils = WorkerUtils(conn, schema=schema)
-        utils.migrate()
-        try:
-            yield Interop(interop_database, schema, conn, utils, workers)
-        finally:
-            workers.close()
-            conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(schema)))

@@ -26,13 +26,13 @@ from psycopg import pq, sql
 from graphile_worker_utils import (
     CleanupTask,
     InvalidJobSpec,
-    Job,
     JobKeyMode,
     JobSpec,
     RawJobSpec,
     WorkerUtils,
 )
-from tests.conftest import PgServer, drop_schema
+from tests._helpers import drop_schema, enqueue, job_count, table
+from tests._server import PgServer
 
 Connection = psycopg.Connection[Any]
 UTC = dt.timezone.utc
@@ -44,30 +44,10 @@ BOTH_ENTRY_POINTS = pytest.mark.parametrize("via", ["add_raw_job", "add_raw_jobs
 # Helpers and fixtures
 
 
-def table(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
-
-
-def job_count(conn: Connection, schema: str) -> int:
-    query = sql.SQL("select count(*) from {}").format(table(schema, "_private_jobs"))
-    (n,) = conn.execute(query).fetchone()  # type: ignore[misc]
-    return int(n)
-
-
 def assert_message(error: BaseException, patterns: list[str]) -> None:
     message = str(error)
     for pattern in patterns:
         assert re.search(pattern, message), f"{pattern!r} not in {message!r}"
-
-
-@pytest.fixture
-def idle_conn(pg_dsn: str, utils: WorkerUtils) -> Iterator[Connection]:
-    """A non-autocommit connection that has sent nothing yet (closed without committing)."""
-    connection = psycopg.connect(pg_dsn)
-    try:
-        yield connection
-    finally:
-        connection.close()
 
 
 @pytest.fixture
@@ -100,15 +80,6 @@ def stored_payload(conn: Connection, schema: str, job_id: int) -> tuple[str, Any
     )
     text, value = conn.execute(query, [job_id]).fetchone()  # type: ignore[misc]
     return text, value
-
-
-def enqueue(
-    utils: WorkerUtils, via: str, identifier: str, payload: Any, spec: JobSpec | None = None
-) -> Job:
-    if via == "add_raw_job":
-        return utils.add_raw_job(identifier, payload, spec)
-    (job,) = utils.add_raw_jobs([RawJobSpec(identifier, payload, spec)])
-    return job
 
 
 # --------------------------------------------------------------------------------------------
@@ -361,7 +332,7 @@ def test_a_spec_of_the_wrong_type_is_refused_by_add_raw_job(
 
 def test_a_spec_of_the_wrong_type_is_refused_by_raw_job_spec() -> None:
     with pytest.raises(InvalidJobSpec) as raised:
-        RawJobSpec("task", {}, "queue=q")  # type: ignore[arg-type]
+        RawJobSpec("task", {}, "queue=q")  # type: ignore[arg-type, unused-ignore]
 
     assert_message(raised.value, ["spec", "JobSpec", "str"])
 

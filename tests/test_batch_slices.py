@@ -14,13 +14,10 @@ from graphile_worker_utils import DatabaseError, JobSpec, RawJobSpec, WorkerUtil
 Conn = psycopg.Connection[Any]
 
 
-@pytest.fixture
-def utils(conn: Conn, schema: str, monkeypatch: pytest.MonkeyPatch) -> WorkerUtils:
-    # Small slices make a 25-job batch take four statements.
+@pytest.fixture(autouse=True)
+def small_slices(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small slices make a 25-job batch take four statements (for ``utils`` too)."""
     monkeypatch.setattr(client_module, "BATCH_SLICE", 7)
-    worker_utils = WorkerUtils(conn, schema=schema)
-    worker_utils.migrate()
-    return worker_utils
 
 
 def stored(conn: Conn, schema: str) -> list[tuple[Any, ...]]:

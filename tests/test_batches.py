@@ -15,14 +15,10 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from graphile_worker_utils import InvalidJobSpec, Job, JobSpec, RawJobSpec, WorkerUtils
-from tests.conftest import FreshDatabase
+from tests._helpers import Database, table
 
 Connection = psycopg.Connection[Any]
 UTC = dt.timezone.utc
-
-
-def table(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
 def view_labels(conn: Connection, schema: str) -> dict[int, tuple[str, str | None]]:
@@ -222,7 +218,7 @@ def test_use_local_time_gives_every_unscheduled_job_of_a_batch_one_run_at_from_t
     assert before <= run_ats[1] <= after
 
 
-def test_a_batch_notifies_workers_once_with_its_size(fresh_database: FreshDatabase) -> None:
+def test_a_batch_notifies_workers_once_with_its_size(fresh_database: Database) -> None:
     # A database of its own: notification channels are shared by every schema of a database.
     with (
         psycopg.connect(fresh_database.dsn, autocommit=True) as owner,

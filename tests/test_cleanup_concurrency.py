@@ -33,6 +33,7 @@ from graphile_worker_utils import (
     WorkerUtils,
 )
 from graphile_worker_utils._cleanup import busy_timeout_seconds, retry_while_busy
+from tests._helpers import table
 from tests._worker import wait_until
 
 Connection = psycopg.Connection[Any]
@@ -46,10 +47,6 @@ WAIT = 60.0  # seconds a test waits for a session before failing (never reached 
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def table(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
 def unused_task_and_queue(utils: WorkerUtils, identifier: str, queue_name: str) -> None:

@@ -27,7 +27,6 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from graphile_worker_utils import WorkerUtils
 from graphile_worker_utils.cli import (
     CliError,
     ExitCode,
@@ -37,8 +36,7 @@ from graphile_worker_utils.cli import (
     _input_lines,
     main,
 )
-from tests.conftest import PgServer
-from tests.test_cli import assert_one_line_error, clean_env
+from tests._cli import assert_one_line_error, clean_env
 
 PROGRAM = [sys.executable, "-m", "graphile_worker_utils"]
 LINES = 3000
@@ -82,17 +80,6 @@ def add_jobs(
     return subprocess.CompletedProcess(
         done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
     )
-
-
-@pytest.fixture
-def dsn(pg_server: PgServer) -> str:
-    return pg_server.dsn
-
-
-@pytest.fixture
-def migrated(utils: WorkerUtils) -> str:
-    """A schema installed by the library."""
-    return utils.schema
 
 
 # -- input that is not UTF-8, job keys used twice ----------------------------------------------
@@ -204,18 +191,18 @@ def test_decode_line_names_the_byte_and_its_character_column() -> None:
 
 def test_input_lines_skips_json_blank_lines_only() -> None:
     lines = [b"{}\n", b"\n", b" \t\r\n", "\u00a0\n".encode(), b"{}"]
-    assert list(_input_lines(iter(lines))) == [(1, b"{}\n"), (4, "\u00a0\n".encode()), (5, b"{}")]
+    assert list(_input_lines(iter(lines))) == [(1, b"{}\n"), (4, "\u00a0\n".encode()), (5, b"{}")]  # type: ignore[arg-type, unused-ignore]
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 1000])
 def test_batches_refuse_a_repeated_key_in_any_batch_and_mark_the_last(size: int) -> None:
-    good = list(_input_lines(iter(keyed_lines(["a", "b", "c", "d"]).splitlines(True))))
+    good = list(_input_lines(iter(keyed_lines(["a", "b", "c", "d"]).splitlines(True))))  # type: ignore[arg-type, unused-ignore]
     batches = list(_batches(iter(good), size, "f"))
     assert [numbers for _, numbers, _ in batches] == [
         list(range(1, 5))[i : i + size] for i in range(0, 4, size)
     ]
     assert [last for *_, last in batches] == [False] * (len(batches) - 1) + [True]
-    repeated = list(_input_lines(iter(keyed_lines(["a", "b", "c", "a"]).splitlines(True))))
+    repeated = list(_input_lines(iter(keyed_lines(["a", "b", "c", "a"]).splitlines(True))))  # type: ignore[arg-type, unused-ignore]
     with pytest.raises(CliError, match="f:4: job_key 'a' is also the key of f:1"):
         list(_batches(iter(repeated), size, "f"))
 

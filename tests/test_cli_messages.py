@@ -13,8 +13,8 @@ from psycopg import sql
 
 from graphile_worker_utils import DatabaseError, WorkerUtils
 from graphile_worker_utils.cli import ExitCode, build_parser, database_text
-from tests.conftest import PgServer
-from tests.test_cli import assert_one_line_error, jobs, run
+from tests._cli import assert_one_line_error, jobs, run
+from tests._server import PgServer
 
 LONG_DETAIL = "d" * 300
 

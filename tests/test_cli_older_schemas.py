@@ -15,8 +15,9 @@ import pytest
 from psycopg import sql
 
 from graphile_worker_utils.cli import ExitCode
-from tests.conftest import GraphileWorker, PgServer
-from tests.test_cli import assert_one_line_error, jobs, run
+from tests._cli import assert_one_line_error, jobs, run
+from tests._node import GraphileWorker
+from tests._server import PgServer
 
 REVISIONS = {"0.16.6": 18, "0.17.3": 19}
 # What the note must say about `migrate` on each: the breaking revision 19 stops 0.16 workers.

@@ -18,7 +18,7 @@ import pytest
 
 from graphile_worker_utils import RawJobSpec, WorkerUtils
 from graphile_worker_utils.cli import Context, ExitCode, Masker, build_parser
-from tests.test_cli import SCRIPT, clean_env, jobs
+from tests._cli import SCRIPT, clean_env, jobs
 
 MANY = 3000
 BUFFERING = [
@@ -62,13 +62,6 @@ def into_a_closed_pipe(*args: str, env: dict[str, str]) -> subprocess.CompletedP
         os.close(write_end)
 
 
-@pytest.fixture
-def migrated(conn: psycopg.Connection[Any], schema: str) -> WorkerUtils:
-    utils = WorkerUtils(conn, schema=schema)
-    utils.migrate()
-    return utils
-
-
 def add_many(utils: WorkerUtils, *, distinct_tasks: bool) -> list[int]:
     """Set-up: MANY jobs (each of its own task when ``distinct_tasks``); their ids."""
     added = utils.add_raw_jobs(
@@ -83,9 +76,9 @@ def cli_args(pg_dsn: str, schema: str, command: str, *rest: str) -> list[str]:
 
 @pytest.mark.parametrize("buffering", BUFFERING)
 def test_status_into_head_ends_quietly(
-    pg_dsn: str, schema: str, migrated: WorkerUtils, buffering: dict[str, str]
+    pg_dsn: str, schema: str, utils: WorkerUtils, buffering: dict[str, str]
 ) -> None:
-    add_many(migrated, distinct_tasks=True)  # one table row per task: some 250 KB of output
+    add_many(utils, distinct_tasks=True)  # one table row per task: some 250 KB of output
 
     first, code, stderr = head_1(*cli_args(pg_dsn, schema, "status"), env=clean_env(**buffering))
 
@@ -97,11 +90,11 @@ def test_status_into_head_ends_quietly(
 def test_complete_of_3000_ids_into_head_completes_them_all_and_ends_quietly(
     pg_dsn: str,
     schema: str,
-    migrated: WorkerUtils,
+    utils: WorkerUtils,
     conn: psycopg.Connection[Any],
     buffering: dict[str, str],
 ) -> None:
-    ids = add_many(migrated, distinct_tasks=False)
+    ids = add_many(utils, distinct_tasks=False)
 
     first, code, stderr = head_1(
         *cli_args(pg_dsn, schema, "complete", *map(str, ids)), env=clean_env(**buffering)
@@ -117,11 +110,11 @@ def test_complete_of_3000_ids_into_head_completes_them_all_and_ends_quietly(
 def test_lots_of_json_into_head_ends_quietly_and_the_work_stays_done(
     pg_dsn: str,
     schema: str,
-    migrated: WorkerUtils,
+    utils: WorkerUtils,
     conn: psycopg.Connection[Any],
     buffering: dict[str, str],
 ) -> None:
-    ids = add_many(migrated, distinct_tasks=False)
+    ids = add_many(utils, distinct_tasks=False)
 
     first, code, stderr = head_1(
         *cli_args(pg_dsn, schema, "fail", *map(str, ids), "--reason", "piped", "--json"),
@@ -136,9 +129,9 @@ def test_lots_of_json_into_head_ends_quietly_and_the_work_stays_done(
 
 @pytest.mark.parametrize("buffering", BUFFERING)
 def test_status_json_document_into_head_ends_quietly(
-    pg_dsn: str, schema: str, migrated: WorkerUtils, buffering: dict[str, str]
+    pg_dsn: str, schema: str, utils: WorkerUtils, buffering: dict[str, str]
 ) -> None:
-    add_many(migrated, distinct_tasks=True)
+    add_many(utils, distinct_tasks=True)
 
     first, code, stderr = head_1(
         *cli_args(pg_dsn, schema, "status", "--json"), env=clean_env(**buffering)

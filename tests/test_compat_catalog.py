@@ -18,7 +18,8 @@ from psycopg import sql
 
 from graphile_worker_utils import LATEST_REVISION, SchemaState, WorkerUtils
 from tests._catalog import assert_same_catalog, snapshot
-from tests.conftest import GRAPHILE_WORKER_REVISIONS, GraphileWorker, PgServer
+from tests._node import GRAPHILE_WORKER_REVISIONS, GraphileWorker
+from tests._server import PgServer
 
 Connection = psycopg.Connection[Any]
 

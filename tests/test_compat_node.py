@@ -11,7 +11,9 @@ from psycopg import sql
 
 from graphile_worker_utils import LATEST_REVISION, WorkerUtils
 from tests._catalog import assert_same_catalog, snapshot
-from tests.conftest import FreshDatabase, GraphileWorker, PgServer
+from tests._helpers import Database
+from tests._node import GraphileWorker
+from tests._server import PgServer
 
 Connection = psycopg.Connection[Any]
 
@@ -97,7 +99,7 @@ def test_graphile_worker_runs_a_job_added_with_sql_to_a_schema_we_migrated(
 
 
 def test_graphile_worker_runs_jobs_in_the_default_schema_of_a_database_we_migrated(
-    fresh_database: FreshDatabase, graphile_worker: GraphileWorker, tmp_path: Path
+    fresh_database: Database, graphile_worker: GraphileWorker, tmp_path: Path
 ) -> None:
     with psycopg.connect(fresh_database.dsn, autocommit=True) as conn:
         WorkerUtils(conn).migrate()

@@ -9,7 +9,7 @@ PgBouncer: ``prepare_threshold=0`` and startup ``options`` are settings PgBounce
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -35,7 +35,7 @@ from graphile_worker_utils import (
 )
 from graphile_worker_utils._client import BATCH_SLICE
 from graphile_worker_utils._cursors import instant
-from tests.conftest import PgServer
+from tests._server import PgServer
 
 Connection = psycopg.Connection[Any]
 UTC = dt.timezone.utc
@@ -220,8 +220,8 @@ def assert_job(job: Job, identifier: str, queue_name: str | None, payload: Any) 
         assert type(value) is int, value
     assert job.key is None or type(job.key) is str
     assert job.flags is None or all(type(flag) is str for flag in job.flags)
-    for value in (job.run_at, job.created_at, job.updated_at):
-        assert value.tzinfo is UTC, value
+    for moment in (job.run_at, job.created_at, job.updated_at):
+        assert moment.tzinfo is UTC, moment
     assert job.locked_at is None or job.locked_at.tzinfo is UTC
 
 
@@ -260,7 +260,9 @@ def op_add_job(utils: WorkerUtils, env: Env) -> Verify:
     return lambda: assert_stored(env, {job.id: ("send_email", "mail", {"to": "ada"}, None)})
 
 
-def assert_stored(env: Env, expected: dict[int, tuple[str, str | None, Any, str | None]]) -> None:
+def assert_stored(
+    env: Env, expected: Mapping[int, tuple[str, str | None, Any, str | None]]
+) -> None:
     assert env.jobs() == expected
 
 
@@ -369,7 +371,7 @@ def op_force_unlock_workers(utils: WorkerUtils, env: Env) -> Verify:
     job = env.seed.add_raw_job("a", {})
     query = sql.SQL("update {} set locked_at = now(), locked_by = 'w1' where id = %s")
     env.observer.execute(query.format(env.table("_private_jobs")), [job.id])
-    assert utils.force_unlock_workers(["w1", "w2"]) is None
+    assert utils.force_unlock_workers(["w1", "w2"]) is None  # type: ignore[func-returns-value]
     return lambda: assert_stored(env, {job.id: ("a", None, {}, None)})
 
 

@@ -14,7 +14,7 @@ from psycopg_pool import ConnectionPool, PoolClosed
 
 from graphile_worker_utils import ConnectionStateError, DatabaseError, WorkerUtils
 from graphile_worker_utils._probe import masked
-from tests.conftest import PgServer
+from tests._server import PgServer
 
 
 def closed_port() -> int:

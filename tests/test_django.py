@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.conftest import PgServer
+from tests._server import PgServer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -30,12 +30,6 @@ class SendEmail:
 
 
 @pytest.fixture
-def migrated(conn: psycopg.Connection[Any], schema: str) -> str:
-    WorkerUtils(conn, schema=schema).migrate()
-    return schema
-
-
-@pytest.fixture
 def tx_conn(pg_dsn: str, schema: str) -> Iterator[psycopg.Connection[Any]]:
     """A non-autocommit connection: its transaction status shows whether any SQL was sent.
 

@@ -20,18 +20,7 @@ from graphile_worker_utils import (
     RescheduleOptions,
     WorkerUtils,
 )
-from tests._worker import (
-    Interop,
-    NodeWorker,
-    Report,
-    overlaps,
-    ran_job_ids,
-    wait_until,
-)
-
-# Fixtures (pytest finds them by their names, "interop_database" and "interop").
-from tests._worker import interop_database_fixture as interop_database_fixture
-from tests._worker import interop_fixture as interop_fixture
+from tests._worker import Interop, NodeWorker, Report, overlaps, ran_job_ids, wait_until
 
 UTC = dt.timezone.utc
 

@@ -13,10 +13,6 @@ import pytest
 from graphile_worker_utils import CleanupTask, Job, JobSpec, RescheduleOptions
 from tests._worker import Interop, ran_job_ids
 
-# Fixtures (pytest finds them by their names, "interop_database" and "interop").
-from tests._worker import interop_database_fixture as interop_database_fixture
-from tests._worker import interop_fixture as interop_fixture
-
 UTC = dt.timezone.utc
 
 

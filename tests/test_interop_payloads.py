@@ -20,11 +20,9 @@ import pytest
 from psycopg import sql
 
 from graphile_worker_utils import JobSpec, RawJobSpec, WorkerUtils
-from tests._worker import Database, Report, Workers
-
-# A fixture (pytest finds it by its name="interop_database").
-from tests._worker import interop_database_fixture as interop_database_fixture
-from tests.conftest import GraphileWorker, unique_name
+from tests._helpers import Database, unique_name
+from tests._node import GraphileWorker
+from tests._worker import Report, Workers
 
 
 class Colour(str, enum.Enum):

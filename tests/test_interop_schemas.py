@@ -28,9 +28,9 @@ from graphile_worker_utils import (
     SchemaState,
     WorkerUtils,
 )
-from tests._worker import Database, Report, Workers, ran_job_ids
-from tests._worker import interop_database_fixture as interop_database_fixture
-from tests.conftest import GraphileWorker, unique_name
+from tests._helpers import Database, unique_name
+from tests._node import GraphileWorker
+from tests._worker import Report, Workers, ran_job_ids
 
 UTC = dt.timezone.utc
 LATER = dt.datetime(2031, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)  # ms: JavaScript Dates carry ms

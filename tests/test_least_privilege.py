@@ -97,7 +97,8 @@ from graphile_worker_utils import (
     RescheduleOptions,
     WorkerUtils,
 )
-from tests.conftest import NAME_PREFIX, PgServer, drop_schema, unique_name
+from tests._helpers import NAME_PREFIX, drop_role, drop_schema, unique_name
+from tests._server import PgServer
 
 Connection = psycopg.Connection[Any]
 
@@ -207,13 +208,6 @@ class Role:
 
 
 @pytest.fixture
-def admin(pg_server: PgServer) -> Iterator[Connection]:
-    """A superuser autocommit connection straight to the server (never through PgBouncer)."""
-    with psycopg.connect(pg_server.dsn, autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
 def gw_schema(admin: Connection, schema: str) -> str:
     """A schema migrated by the superuser, with execute revoked from PUBLIC."""
     WorkerUtils(admin, schema=schema).migrate()
@@ -229,15 +223,6 @@ def run(admin: Connection, recipe: str | list[str], schema: str, role: str) -> N
                 schema=sql.Identifier(schema), role=sql.Identifier(role)
             )
         )
-
-
-def drop_role(pg_server: PgServer, name: str) -> None:
-    """Drop a role with its privileges and policy memberships (``drop owned by`` first)."""
-    with psycopg.connect(pg_server.dsn, autocommit=True) as admin:
-        exists = admin.execute("select 1 from pg_roles where rolname = %s", [name]).fetchone()
-        if exists:
-            admin.execute(sql.SQL("drop owned by {}").format(sql.Identifier(name)))
-            admin.execute(sql.SQL("drop role {}").format(sql.Identifier(name)))
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -306,7 +291,7 @@ def grant_rls(admin: Connection, rls_way: str, schema: str, role: str) -> None:
 
 
 @pytest.fixture
-def enqueuer(
+def enqueuer_utils(
     admin: Connection,
     gw_schema: str,
     make_role: Callable[[], Role],
@@ -381,17 +366,17 @@ def lock(admin: Connection, schema: str, job_id: int, worker: str) -> None:
 
 @RLS_WAYS
 def test_the_enqueue_grants_let_a_role_add_raw_job_with_correct_labels(
-    admin: Connection, gw_schema: str, enqueuer: WorkerUtils, rls_way: str
+    admin: Connection, gw_schema: str, enqueuer_utils: WorkerUtils, rls_way: str
 ) -> None:
     owner = WorkerUtils(admin, schema=gw_schema)
     owner.add_raw_job("existing_task", {}, JobSpec(queue_name="existing_queue"))
 
-    new = enqueuer.add_raw_job(
+    new = enqueuer_utils.add_raw_job(
         "send_email", {"to": "ada"}, JobSpec(queue_name="mail", job_key="welcome:1")
     )
-    known = enqueuer.add_raw_job("existing_task", {}, JobSpec(queue_name="existing_queue"))
-    replaced = enqueuer.add_raw_job("send_email", {"to": "bob"}, JobSpec(job_key="welcome:1"))
-    deduped = enqueuer.add_raw_job(
+    known = enqueuer_utils.add_raw_job("existing_task", {}, JobSpec(queue_name="existing_queue"))
+    replaced = enqueuer_utils.add_raw_job("send_email", {"to": "bob"}, JobSpec(job_key="welcome:1"))
+    deduped = enqueuer_utils.add_raw_job(
         "send_email", {}, JobSpec(job_key="welcome:1", job_key_mode=JobKeyMode.UNSAFE_DEDUPE)
     )
 
@@ -409,7 +394,7 @@ def test_the_enqueue_grants_let_a_role_add_raw_job_with_correct_labels(
 
 @RLS_WAYS
 def test_the_enqueue_grants_let_a_role_add_raw_jobs_with_correct_labels(
-    admin: Connection, gw_schema: str, enqueuer: WorkerUtils, rls_way: str
+    admin: Connection, gw_schema: str, enqueuer_utils: WorkerUtils, rls_way: str
 ) -> None:
     WorkerUtils(admin, schema=gw_schema).add_raw_job("old", {}, JobSpec(queue_name="old_q"))
     specs = [
@@ -420,7 +405,7 @@ def test_the_enqueue_grants_let_a_role_add_raw_jobs_with_correct_labels(
         RawJobSpec("new_c", {"n": 4}, JobSpec(queue_name="new_q1", job_key="k4")),
     ]
 
-    jobs = enqueuer.add_raw_jobs(specs)
+    jobs = enqueuer_utils.add_raw_jobs(specs)
 
     expected = {s.spec.job_key: (s.identifier, s.spec.queue_name) for s in specs}
     assert {j.key: (j.task_identifier, j.queue_name) for j in jobs} == expected

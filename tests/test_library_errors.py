@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import attrs
 import psycopg
 import pytest
-from psycopg import pq, sql
+from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolClosed
 
 import graphile_worker_utils
@@ -31,6 +31,7 @@ from graphile_worker_utils import (
     WorkerUtils,
 )
 from graphile_worker_utils._client import BATCH_SLICE
+from tests._helpers import job_count
 
 Connection = psycopg.Connection[Any]
 IDLE = pq.TransactionStatus.IDLE
@@ -40,21 +41,6 @@ IDLE = pq.TransactionStatus.IDLE
 class SendEmail:
     IDENTIFIER: ClassVar[str] = "send_email"
     to: str
-
-
-def job_count(conn: Connection, schema: str) -> int:
-    query = sql.SQL("select count(*) from {}.{}").format(
-        sql.Identifier(schema), sql.Identifier("_private_jobs")
-    )
-    (n,) = conn.execute(query).fetchone()  # type: ignore[misc]
-    return int(n)
-
-
-@pytest.fixture
-def idle_conn(pg_dsn: str, utils: WorkerUtils) -> Iterator[Connection]:
-    """A non-autocommit connection that has sent nothing yet (``schema`` is migrated)."""
-    with psycopg.connect(pg_dsn) as connection:
-        yield connection
 
 
 @pytest.fixture

@@ -25,7 +25,9 @@ from graphile_worker_utils import (
 )
 from graphile_worker_utils._migrations import _check, _Revisions
 from tests._catalog import diff, snapshot
-from tests.conftest import REPO_ROOT, FreshDatabase, GraphileWorker, PgServer
+from tests._helpers import REPO_ROOT, Database
+from tests._node import GraphileWorker
+from tests._server import PgServer
 
 Conn = psycopg.Connection[Any]
 EXPECTED_BREAKING = {1, 3, 11, 13, 14, 16, 19}
@@ -334,7 +336,7 @@ _MIGRATOR = textwrap.dedent(
 
 
 def test_many_processes_migrating_at_once_all_succeed(
-    fresh_database: FreshDatabase,
+    fresh_database: Database,
     pg_server: PgServer,
     graphile_worker: GraphileWorker,
     reference_catalog: dict[str, Any],
@@ -380,7 +382,7 @@ def test_many_processes_migrating_at_once_all_succeed(
         ]
         gate.execute("select pg_advisory_unlock(4242)")
         results = [(p, *p.communicate(timeout=120)) for p in pythons + nodes]
-    failures = [(p.args[-3:], p.returncode, err) for p, _, err in results if p.returncode != 0]
+    failures = [(p.args[-3:], p.returncode, err) for p, _, err in results if p.returncode != 0]  # type: ignore[index]
     assert failures == []
     installs = [out.split() for p, out, _ in results[: len(pythons)]]
     assert all(revision == "20" for revision, _ in installs)

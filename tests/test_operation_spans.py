@@ -8,7 +8,7 @@ import sys
 import textwrap
 from typing import Any
 
-from tests.conftest import REPO_ROOT
+from tests._helpers import REPO_ROOT
 
 # The global tracer provider can be set once per process, so the scenario runs in its own.
 _SCENARIO = textwrap.dedent(

@@ -35,15 +35,8 @@ from graphile_worker_utils import (
     RescheduleOptions,
     WorkerUtils,
 )
-from tests._pgbouncer import (
-    PREPARED_STATEMENTS_SINCE,
-    PgBouncer,
-    find_pgbouncer,
-    pgbouncer_version,
-    running_pgbouncer,
-)
-from tests.conftest import PgServer, ci_requires_everything
-from tests.test_job_keys import (
+from tests._helpers import ci_requires_everything
+from tests._job_keys import (
     KEY,
     PENDING,
     assert_rescheduled_after_the_race,
@@ -51,6 +44,14 @@ from tests.test_job_keys import (
     race_for_key,
     replacement,
 )
+from tests._pgbouncer import (
+    PREPARED_STATEMENTS_SINCE,
+    PgBouncer,
+    find_pgbouncer,
+    pgbouncer_version,
+    running_pgbouncer,
+)
+from tests._server import PgServer
 
 Connection = psycopg.Connection[Any]
 ALL_CLEANUP_TASKS = (
@@ -95,13 +96,6 @@ def start_pgbouncer(
             )
 
         yield start
-
-
-@pytest.fixture
-def direct(pg_server: PgServer) -> Iterator[Connection]:
-    """An autocommit connection straight to the server, to check what PgBouncer's clients did."""
-    with psycopg.connect(pg_server.dsn, autocommit=True) as connection:
-        yield connection
 
 
 def two_clients(
@@ -207,7 +201,7 @@ def database_error_code(error: BaseException) -> str | None:
 
 
 def test_enqueues_a_batch_and_maintenance_work_through_one_shared_server_connection(
-    start_pgbouncer: Callable[..., PgBouncer], direct: Connection, schema: str
+    start_pgbouncer: Callable[..., PgBouncer], admin: Connection, schema: str
 ) -> None:
     bouncer = start_pgbouncer(pool_size=1)
     with ExitStack() as stack:
@@ -222,13 +216,13 @@ def test_enqueues_a_batch_and_maintenance_work_through_one_shared_server_connect
         assert server_pid(a) == server_pid(b)
         # Nothing was prepared on it: neither by psycopg nor by the library.
         assert prepared_statements(a) == []
-    assert count(direct, schema) == ENQUEUES + 20 - 10 - 10 - 2
-    assert count(direct, schema, "_private_tasks") == 2
-    assert count(direct, schema, "_private_job_queues") == 4
+    assert count(admin, schema) == ENQUEUES + 20 - 10 - 10 - 2
+    assert count(admin, schema, "_private_tasks") == 2
+    assert count(admin, schema, "_private_job_queues") == 4
 
 
 def test_a_pool_and_a_callers_transaction_work_through_one_shared_server_connection(
-    start_pgbouncer: Callable[..., PgBouncer], direct: Connection, schema: str
+    start_pgbouncer: Callable[..., PgBouncer], admin: Connection, schema: str
 ) -> None:
     bouncer = start_pgbouncer(pool_size=1)
     with (
@@ -253,13 +247,13 @@ def test_a_pool_and_a_callers_transaction_work_through_one_shared_server_connect
         with caller.cursor() as cur:
             assert cur.execute("select count(*) from pg_prepared_statements").fetchone() == (0,)
         caller.rollback()
-    assert count(direct, schema) == 16
+    assert count(admin, schema) == 16
 
 
 def test_the_key_race_retry_works_through_pgbouncer(
     start_pgbouncer: Callable[..., PgBouncer],
     pg_server: PgServer,
-    direct: Connection,
+    admin: Connection,
     schema: str,
 ) -> None:
     # The locker and the monitor of the race go straight to the server (the harness needs real
@@ -270,7 +264,7 @@ def test_the_key_race_retry_works_through_pgbouncer(
     ) as pool:
         pooled = WorkerUtils(pool, schema=schema)
         pooled.migrate()
-        old = existing_job(pooled, direct, schema, PENDING)
+        old = existing_job(pooled, admin, schema, PENDING)
 
         outcome = race_for_key(
             pg_server.dsn,
@@ -280,7 +274,7 @@ def test_the_key_race_retry_works_through_pgbouncer(
         )
 
     assert outcome.error is None, repr(outcome.error)
-    assert_rescheduled_after_the_race(direct, schema, old, outcome.result)
+    assert_rescheduled_after_the_race(admin, schema, old, outcome.result)
 
 
 # --------------------------------------------------------------------------------------------
@@ -315,7 +309,7 @@ def test_the_default_prepare_threshold_fails_through_transaction_pooling(
 def test_what_the_installed_pgbouncer_does_with_max_prepared_statements(
     start_pgbouncer: Callable[..., PgBouncer],
     installed_version: tuple[int, ...],
-    direct: Connection,
+    admin: Connection,
     schema: str,
 ) -> None:
     if installed_version < PREPARED_STATEMENTS_SINCE:
@@ -334,4 +328,4 @@ def test_what_the_installed_pgbouncer_does_with_max_prepared_statements(
         assert server_pid(a) == server_pid(b)
         first.migrate()
         enqueue_and_maintain(first, second)
-    assert count(direct, schema) == ENQUEUES + 20 - 10 - 10 - 2
+    assert count(admin, schema) == ENQUEUES + 20 - 10 - 10 - 2

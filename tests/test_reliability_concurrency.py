@@ -31,14 +31,9 @@ from graphile_worker_utils import (
     WorkerUtils,
 )
 from tests._catalog import diff, snapshot
+from tests._helpers import REPO_ROOT, Database
+from tests._node import NODE_DIR, GraphileWorker, node_env
 from tests._reliability import NODE_GATE_JS, PYTHON_MIGRATOR, Finished, ProcessGroup, StartGate
-from tests.conftest import (
-    NODE_DIR,
-    REPO_ROOT,
-    FreshDatabase,
-    GraphileWorker,
-    _node_env,
-)
 
 Conn = psycopg.Connection[Any]
 UTC = dt.timezone.utc
@@ -72,7 +67,7 @@ def wait_for_lock_waiters(conn: Conn, relation: str, count: int, timeout: float 
 
 
 def race_migrators(
-    database: FreshDatabase, graphile_worker: GraphileWorker, *, pile_up: bool = False
+    database: Database, graphile_worker: GraphileWorker, *, pile_up: bool = False
 ) -> MigrationRun:
     """Start 16 Python migrators (half on a connection, half on a pool of their own) and two
     graphile-worker 0.18.0 ``--schema-only`` processes; release them all at the same moment
@@ -122,7 +117,7 @@ def race_migrators(
                     "--schema-only",
                 ],
                 cwd=NODE_DIR,
-                env=_node_env(),
+                env=node_env(),
             )
         gate.wait_for(PYTHON_MIGRATORS + NODE_MIGRATORS, group, timeout=90)
         gate.open()
@@ -150,7 +145,7 @@ def migration_rows(conn: Conn) -> list[tuple[int, bool]]:
     return [(row[0], row[1]) for row in conn.execute(query)]
 
 
-def assert_reference_schema(database: FreshDatabase, reference: dict[str, Any]) -> None:
+def assert_reference_schema(database: Database, reference: dict[str, Any]) -> None:
     with psycopg.connect(database.dsn, autocommit=True) as conn:
         assert migration_rows(conn) == [(i, i in BREAKING) for i in range(1, 21)]
         assert diff(reference, snapshot(conn, SCHEMA), left_name="0.18.0", right_name="ours") == []
@@ -164,7 +159,7 @@ def applied_at_most_once(run: MigrationRun) -> collections.Counter[int]:
 
 @pytest.mark.slow
 def test_sixteen_python_and_two_node_migrators_released_together_build_the_reference_schema(
-    fresh_database: FreshDatabase,
+    fresh_database: Database,
     graphile_worker: GraphileWorker,
     reference_catalog: dict[str, Any],
 ) -> None:
@@ -184,7 +179,7 @@ def test_sixteen_python_and_two_node_migrators_released_together_build_the_refer
 @pytest.mark.slow
 @pytest.mark.parametrize(("version", "revision"), [("0.16.6", 18), ("0.18.0", 20)])
 def test_migrators_released_together_on_a_schema_node_created_first_end_at_the_reference(
-    fresh_database: FreshDatabase,
+    fresh_database: Database,
     graphile_worker: GraphileWorker,
     reference_catalog: dict[str, Any],
     version: str,

@@ -27,8 +27,8 @@ from graphile_worker_utils import (
     RescheduleOptions,
     WorkerUtils,
 )
+from tests._helpers import unique_name
 from tests._reliability import BackendTerminator, PrivateServer, private_server
-from tests.conftest import unique_name
 
 Conn = psycopg.Connection[Any]
 BIG_BATCH = 100_000
@@ -46,12 +46,6 @@ def count_jobs(conn: Conn, schema: str, identifier: str | None = None) -> int:
 
 def big_batch(identifier: str, size: int = BIG_BATCH, pad: int = 0) -> list[RawJobSpec]:
     return [RawJobSpec(identifier, {"n": n, "pad": "x" * pad}) for n in range(size)]
-
-
-@pytest.fixture
-def migrated(conn: Conn, schema: str) -> str:
-    WorkerUtils(conn, schema=schema).migrate()
-    return schema
 
 
 # -- a backend terminated while its statement runs -------------------------------------------

@@ -59,7 +59,8 @@ from graphile_worker_utils import (
     WorkerUtils,
     dumps_payload,
 )
-from tests.conftest import NAME_PREFIX, PgServer, drop_schema
+from tests._helpers import NAME_PREFIX, drop_schema
+from tests._server import PgServer
 
 Connection = psycopg.Connection[Any]
 UTC = dt.timezone.utc
@@ -642,13 +643,6 @@ def generated_jobs(
 
 
 @pytest.fixture
-def admin(pg_server: PgServer) -> Iterator[Connection]:
-    """A superuser autocommit connection straight to the server."""
-    with psycopg.connect(pg_server.dsn, autocommit=True) as connection:
-        yield connection
-
-
-@pytest.fixture
 def gw(admin: Connection, schema: str) -> str:
     """A migrated schema with a canary table that injected SQL would touch."""
     WorkerUtils(admin, schema=schema).migrate()
@@ -658,17 +652,14 @@ def gw(admin: Connection, schema: str) -> str:
 
 
 @pytest.fixture
-def tx(pg_dsn: str, gw: str) -> Iterator[Connection]:
-    """A non-autocommit connection; every example rolls back what it did."""
-    connection = psycopg.connect(pg_dsn)
-    try:
-        yield connection
-    finally:
-        connection.close()
+def tx(gw: str, caller_conn: Connection) -> Connection:
+    """``caller_conn`` (closed before ``gw`` is dropped); every example rolls back what it did."""
+    return caller_conn
 
 
 @pytest.fixture
-def utils(tx: Connection, gw: str) -> WorkerUtils:
+def tx_utils(tx: Connection, gw: str) -> WorkerUtils:
+    """A ``WorkerUtils`` on ``tx`` (not ``utils``: that one is on the autocommit ``conn``)."""
     return WorkerUtils(tx, schema=gw)
 
 
@@ -807,7 +798,7 @@ def test_the_payload_encoder_follows_the_documented_rules(payload: Any) -> None:
 @settings(HOSTILE, max_examples=EXAMPLES["single_job"])
 @given(job=generated_jobs(max_leaves=6))
 def test_a_generated_job_is_stored_as_documented_or_refused_before_any_sql(
-    utils: WorkerUtils,
+    tx_utils: WorkerUtils,
     tx: Connection,
     admin: Connection,
     gw: str,
@@ -821,7 +812,7 @@ def test_a_generated_job_is_stored_as_documented_or_refused_before_any_sql(
         expected = None
 
     try:
-        returned = utils.add_raw_job(identifier, payload, JobSpec(**kwargs))
+        returned = tx_utils.add_raw_job(identifier, payload, JobSpec(**kwargs))
     except InvalidJobSpec as error:
         assert expected is None, f"refused a valid job: {error}"
         assert_nothing_sent(tx, admin, gw)
@@ -839,7 +830,7 @@ def test_a_generated_job_is_stored_as_documented_or_refused_before_any_sql(
     jobs=st.lists(generated_jobs(max_leaves=4, key_pool=("dup-a", "dup-b")), min_size=1, max_size=5)
 )
 def test_a_generated_batch_is_stored_whole_or_refused_whole_before_any_sql(
-    utils: WorkerUtils,
+    tx_utils: WorkerUtils,
     tx: Connection,
     admin: Connection,
     gw: str,
@@ -852,7 +843,7 @@ def test_a_generated_batch_is_stored_whole_or_refused_whole_before_any_sql(
         expected = None
 
     try:
-        returned = utils.add_raw_jobs(
+        returned = tx_utils.add_raw_jobs(
             RawJobSpec(identifier, payload, JobSpec(**kwargs))
             for identifier, payload, kwargs in jobs
         )
@@ -880,7 +871,7 @@ class Envelope:
     via=st.sampled_from(["add_raw_job", "add_raw_jobs", "add_job", "add_jobs"]),
 )
 def test_a_generated_payload_is_stored_as_its_documented_json_or_refused_before_any_sql(
-    utils: WorkerUtils, tx: Connection, admin: Connection, gw: str, payload: Any, via: str
+    tx_utils: WorkerUtils, tx: Connection, admin: Connection, gw: str, payload: Any, via: str
 ) -> None:
     start_example(tx)
     typed = via in ("add_job", "add_jobs")
@@ -894,15 +885,15 @@ def test_a_generated_payload_is_stored_as_its_documented_json_or_refused_before_
 
     try:
         if via == "add_raw_job":
-            returned = [utils.add_raw_job("payload", payload)]
+            returned = [tx_utils.add_raw_job("payload", payload)]
         elif via == "add_raw_jobs":
-            returned = utils.add_raw_jobs(
+            returned = tx_utils.add_raw_jobs(
                 [RawJobSpec("payload", payload), RawJobSpec("fixed", {"fixed": 1})]
             )
         elif via == "add_job":
-            returned = [utils.add_job(Envelope(payload))]
+            returned = [tx_utils.add_job(Envelope(payload))]
         else:
-            returned = utils.add_jobs([Envelope(payload), (Envelope({"fixed": 1}), None)])
+            returned = tx_utils.add_jobs([Envelope(payload), (Envelope({"fixed": 1}), None)])
     except InvalidJobSpec as error:
         assert expected is None, f"refused a documented payload: {error}"
         assert_nothing_sent(tx, admin, gw)
@@ -962,7 +953,7 @@ def lock_job(tx: Connection, schema: str, job_id: int, worker: str) -> None:
 
 
 def do_maintenance(
-    utils: WorkerUtils,
+    tx_utils: WorkerUtils,
     tx: Connection,
     schema: str,
     operation: str,
@@ -973,29 +964,29 @@ def do_maintenance(
     ident = sql.Identifier(schema)
     if valid is Refused:
         call: Callable[[], object] = {
-            "remove_job": lambda: utils.remove_job(argument),
-            "permanently_fail_jobs": lambda: utils.permanently_fail_jobs([1], argument),
-            "force_unlock_workers": lambda: utils.force_unlock_workers(argument),
-            "cleanup": lambda: utils.cleanup(
+            "remove_job": lambda: tx_utils.remove_job(argument),
+            "permanently_fail_jobs": lambda: tx_utils.permanently_fail_jobs([1], argument),
+            "force_unlock_workers": lambda: tx_utils.force_unlock_workers(argument),
+            "cleanup": lambda: tx_utils.cleanup(
                 [CleanupTask.GC_TASK_IDENTIFIERS], task_identifiers_to_keep=argument
             ),
-            "complete_jobs": lambda: utils.complete_jobs(argument),
+            "complete_jobs": lambda: tx_utils.complete_jobs(argument),
         }[operation]
         call()
         return
     if operation == "remove_job":
-        job = utils.add_raw_job("task", {}, JobSpec(job_key=argument))
-        removed = utils.remove_job(argument)
+        job = tx_utils.add_raw_job("task", {}, JobSpec(job_key=argument))
+        removed = tx_utils.remove_job(argument)
         assert removed is not None and (removed.id, removed.key) == (job.id, valid)
     elif operation == "permanently_fail_jobs":
-        job = utils.add_raw_job("task", {})
-        (failed,) = utils.permanently_fail_jobs([job.id], argument)
+        job = tx_utils.add_raw_job("task", {})
+        (failed,) = tx_utils.permanently_fail_jobs([job.id], argument)
         assert failed.last_error == (valid or "Manually marked as failed")
     elif operation == "force_unlock_workers":
-        ids = [utils.add_raw_job("task", {}).id for _ in valid]
+        ids = [tx_utils.add_raw_job("task", {}).id for _ in valid]
         for job_id, worker in zip(ids, valid, strict=True):
             lock_job(tx, schema, job_id, worker)
-        utils.force_unlock_workers(argument)
+        tx_utils.force_unlock_workers(argument)
         assert tx.execute(
             sql.SQL("select count(*) from {}._private_jobs where locked_by is not null").format(
                 ident
@@ -1003,23 +994,23 @@ def do_maintenance(
         ).fetchone() == (0,)
     elif operation == "cleanup":
         creatable = [name for name in valid if len(name) <= 128]  # identifiers' own limit
-        job_ids = [utils.add_raw_job(name, {}).id for name in [*creatable, "gc_me"]]
-        utils.complete_jobs(job_ids)
-        utils.cleanup([CleanupTask.GC_TASK_IDENTIFIERS], task_identifiers_to_keep=argument)
+        job_ids = [tx_utils.add_raw_job(name, {}).id for name in [*creatable, "gc_me"]]
+        tx_utils.complete_jobs(job_ids)
+        tx_utils.cleanup([CleanupTask.GC_TASK_IDENTIFIERS], task_identifiers_to_keep=argument)
         left = {
             row[0]
             for row in tx.execute(sql.SQL("select identifier from {}._private_tasks").format(ident))
         }
         assert left == set(creatable) | ({"gc_me"} & set(valid))
     else:
-        assert utils.complete_jobs(argument) == []
+        assert tx_utils.complete_jobs(argument) == []
 
 
 @pytest.mark.slow
 @settings(HOSTILE, max_examples=EXAMPLES["maintenance"])
 @given(case=MAINTENANCE_ARGUMENTS)
 def test_a_generated_maintenance_argument_is_used_verbatim_or_refused_before_any_sql(
-    utils: WorkerUtils, tx: Connection, admin: Connection, gw: str, case: tuple[str, Any]
+    tx_utils: WorkerUtils, tx: Connection, admin: Connection, gw: str, case: tuple[str, Any]
 ) -> None:
     operation, argument = case
     start_example(tx)
@@ -1031,10 +1022,10 @@ def test_a_generated_maintenance_argument_is_used_verbatim_or_refused_before_any
 
     if valid is Refused:
         with pytest.raises(InvalidJobSpec):
-            do_maintenance(utils, tx, gw, operation, argument, valid)
+            do_maintenance(tx_utils, tx, gw, operation, argument, valid)
         assert_nothing_sent(tx, admin, gw)
     else:
-        do_maintenance(utils, tx, gw, operation, argument, valid)
+        do_maintenance(tx_utils, tx, gw, operation, argument, valid)
 
 
 # --------------------------------------------------------------------------------------------
@@ -1114,7 +1105,7 @@ def assert_canary_alive(tx: Connection, schema: str) -> None:
 @settings(HOSTILE, max_examples=EXAMPLES["injection_enqueue"])
 @given(data=st.data(), via=st.sampled_from(["add_raw_job", "add_raw_jobs"]))
 def test_generated_sql_like_text_in_every_enqueue_field_is_stored_verbatim(
-    utils: WorkerUtils, tx: Connection, gw: str, data: st.DataObject, via: str
+    tx_utils: WorkerUtils, tx: Connection, gw: str, data: st.DataObject, via: str
 ) -> None:
     text = injections(gw)
     identifier = data.draw(text.map(lambda s: s[:128]), "identifier")
@@ -1126,9 +1117,9 @@ def test_generated_sql_like_text_in_every_enqueue_field_is_stored_verbatim(
     spec = JobSpec(queue_name=queue_name, job_key=job_key, flags=flags)
 
     if via == "add_raw_job":
-        returned = [utils.add_raw_job(identifier, payload, spec)]
+        returned = [tx_utils.add_raw_job(identifier, payload, spec)]
     else:
-        returned = utils.add_raw_jobs([RawJobSpec(identifier, payload, spec)])
+        returned = tx_utils.add_raw_jobs([RawJobSpec(identifier, payload, spec)])
 
     expected = Expected(
         identifier,
@@ -1149,7 +1140,7 @@ def test_generated_sql_like_text_in_every_enqueue_field_is_stored_verbatim(
 @settings(HOSTILE, max_examples=EXAMPLES["injection_maintenance"])
 @given(data=st.data())
 def test_generated_sql_like_text_in_every_maintenance_argument_is_data(
-    utils: WorkerUtils, tx: Connection, gw: str, data: st.DataObject
+    tx_utils: WorkerUtils, tx: Connection, gw: str, data: st.DataObject
 ) -> None:
     text = injections(gw)
     kept, doomed = data.draw(
@@ -1159,22 +1150,22 @@ def test_generated_sql_like_text_in_every_maintenance_argument_is_data(
     reason = data.draw(text, "reason")
     workers = data.draw(st.lists(text, min_size=1, max_size=3, unique=True), "worker_ids")
     start_example(tx)
-    keyed = utils.add_raw_job(kept, {}, JobSpec(job_key=key))
-    failing = utils.add_raw_job(doomed, {})
-    locked = [utils.add_raw_job(kept, {}).id for _ in workers]
+    keyed = tx_utils.add_raw_job(kept, {}, JobSpec(job_key=key))
+    failing = tx_utils.add_raw_job(doomed, {})
+    locked = [tx_utils.add_raw_job(kept, {}).id for _ in workers]
     for job_id, worker in zip(locked, workers, strict=True):
         lock_job(tx, gw, job_id, worker)
 
-    removed = utils.remove_job(key)
-    (failed,) = utils.permanently_fail_jobs([failing.id], reason)
-    utils.force_unlock_workers(workers)
+    removed = tx_utils.remove_job(key)
+    (failed,) = tx_utils.permanently_fail_jobs([failing.id], reason)
+    tx_utils.force_unlock_workers(workers)
     unlocked = tx.execute(
         sql.SQL("select count(*) from {}._private_jobs where locked_by is not null").format(
             sql.Identifier(gw)
         )
     ).fetchone()
-    utils.complete_jobs(locked)
-    cleaned = utils.cleanup(
+    tx_utils.complete_jobs(locked)
+    cleaned = tx_utils.cleanup(
         [CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS, CleanupTask.GC_TASK_IDENTIFIERS],
         task_identifiers_to_keep=[kept],
     )
@@ -1210,28 +1201,28 @@ def truncated(name: str, limit: int = 63) -> str:
 
 def exercise(admin: Connection, name: str) -> None:
     """Migrate a schema and use every operation on it; check the schema has exactly that name."""
-    utils = WorkerUtils(admin, schema=name)
-    assert utils.migrate().revision == 20
-    job = utils.add_raw_job("task", {"n": 1}, JobSpec(queue_name="q", job_key="k"))
-    batch = utils.add_raw_jobs(
+    tx_utils = WorkerUtils(admin, schema=name)
+    assert tx_utils.migrate().revision == 20
+    job = tx_utils.add_raw_job("task", {"n": 1}, JobSpec(queue_name="q", job_key="k"))
+    batch = tx_utils.add_raw_jobs(
         [RawJobSpec("other", {"n": 2}, JobSpec(queue_name="q2")), RawJobSpec("third", {"n": 3})]
     )
     assert sorted((j.task_identifier, j.queue_name) for j in batch) == [
         ("other", "q2"),
         ("third", None),
     ]
-    utils.reschedule_jobs([batch[0].id], RescheduleOptions(priority=3))
-    utils.permanently_fail_jobs([batch[1].id])
-    utils.complete_jobs([batch[0].id])
-    utils.force_unlock_workers(["nobody"])
-    removed = utils.remove_job("k")
+    tx_utils.reschedule_jobs([batch[0].id], RescheduleOptions(priority=3))
+    tx_utils.permanently_fail_jobs([batch[1].id])
+    tx_utils.complete_jobs([batch[0].id])
+    tx_utils.force_unlock_workers(["nobody"])
+    removed = tx_utils.remove_job("k")
     assert removed is not None and removed.id == job.id
-    assert utils.cleanup(list(CleanupTask)) == {
+    assert tx_utils.cleanup(list(CleanupTask)) == {
         CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS: 1,
         CleanupTask.GC_TASK_IDENTIFIERS: 3,
         CleanupTask.GC_JOB_QUEUES: 2,
     }
-    assert utils.schema_status().revision == 20
+    assert tx_utils.schema_status().revision == 20
     assert namespace_count(admin, name) == 1
 
 
@@ -1402,21 +1393,21 @@ def test_a_schema_name_postgresql_reserves_fails_migrate_with_a_migration_error(
 BOTH = pytest.mark.parametrize("via", ["add_raw_job", "add_raw_jobs"])
 
 
-def enqueue(utils: WorkerUtils, via: str, spec: JobSpec) -> Job:
+def enqueue(tx_utils: WorkerUtils, via: str, spec: JobSpec) -> Job:
     if via == "add_raw_job":
-        return utils.add_raw_job("task", {}, spec)
-    (job,) = utils.add_raw_jobs([RawJobSpec("task", {}, spec)])
+        return tx_utils.add_raw_job("task", {}, spec)
+    (job,) = tx_utils.add_raw_jobs([RawJobSpec("task", {}, spec)])
     return job
 
 
 @BOTH
 @pytest.mark.parametrize("hours", [16, -16, 23], ids=["plus-16h", "minus-16h", "plus-23h"])
 def test_a_run_at_with_a_utc_offset_beyond_16_hours_is_stored_as_its_instant(
-    utils: WorkerUtils, tx: Connection, gw: str, via: str, hours: int
+    tx_utils: WorkerUtils, tx: Connection, gw: str, via: str, hours: int
 ) -> None:
     run_at = dt.datetime(2030, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=hours)))
 
-    job = enqueue(utils, via, JobSpec(run_at=run_at))
+    job = enqueue(tx_utils, via, JobSpec(run_at=run_at))
 
     assert job.run_at == run_at
     (stored,) = stored_jobs(tx, gw)[0]
@@ -1425,12 +1416,12 @@ def test_a_run_at_with_a_utc_offset_beyond_16_hours_is_stored_as_its_instant(
 
 @BOTH
 def test_a_run_at_with_a_sub_second_utc_offset_is_stored_as_its_instant(
-    utils: WorkerUtils, tx: Connection, gw: str, via: str
+    tx_utils: WorkerUtils, tx: Connection, gw: str, via: str
 ) -> None:
     offset = dt.timedelta(hours=5, microseconds=250)
     run_at = dt.datetime(2030, 1, 1, 12, tzinfo=dt.timezone(offset))
 
-    job = enqueue(utils, via, JobSpec(run_at=run_at))
+    job = enqueue(tx_utils, via, JobSpec(run_at=run_at))
 
     assert job.run_at == run_at
     (stored,) = stored_jobs(tx, gw)[0]
@@ -1450,7 +1441,7 @@ OUT_OF_RANGE_RUN_ATS = pytest.mark.parametrize(
 @BOTH
 @OUT_OF_RANGE_RUN_ATS
 def test_a_run_at_whose_utc_instant_no_datetime_holds_is_refused_before_any_sql(
-    utils: WorkerUtils,
+    tx_utils: WorkerUtils,
     tx: Connection,
     admin: Connection,
     gw: str,
@@ -1458,7 +1449,7 @@ def test_a_run_at_whose_utc_instant_no_datetime_holds_is_refused_before_any_sql(
     run_at: dt.datetime,
 ) -> None:
     with pytest.raises(InvalidJobSpec, match="run_at"):
-        enqueue(utils, via, JobSpec(run_at=run_at))
+        enqueue(tx_utils, via, JobSpec(run_at=run_at))
 
     assert_nothing_sent(tx, admin, gw)
 
@@ -1520,7 +1511,7 @@ def nested(depth: int, kind: str) -> tuple[Any, str]:
 @pytest.mark.parametrize("depth", [64, 512, 5000, 200_000])
 @pytest.mark.parametrize("kind", ["list", "dict"])
 def test_a_deeply_nested_payload_is_stored_exactly_or_refused_as_too_deep(
-    utils: WorkerUtils,
+    tx_utils: WorkerUtils,
     tx: Connection,
     admin: Connection,
     gw: str,
@@ -1532,9 +1523,9 @@ def test_a_deeply_nested_payload_is_stored_exactly_or_refused_as_too_deep(
 
     try:
         if via == "add_raw_job":
-            utils.add_raw_job("deep", payload)
+            tx_utils.add_raw_job("deep", payload)
         else:
-            utils.add_raw_jobs([RawJobSpec("deep", payload), RawJobSpec("flat", {})])
+            tx_utils.add_raw_jobs([RawJobSpec("deep", payload), RawJobSpec("flat", {})])
     except InvalidJobSpec as error:
         assert "nested too deeply" in str(error)
         assert depth > 512, "refused a payload only 512 levels deep"
@@ -1552,57 +1543,57 @@ def test_a_deeply_nested_payload_is_stored_exactly_or_refused_as_too_deep(
 
 @pytest.mark.parametrize("make", [_cycle, _point_cycle], ids=["list-dict", "attrs"])
 def test_a_payload_that_contains_itself_is_refused_before_any_sql(
-    utils: WorkerUtils,
+    tx_utils: WorkerUtils,
     tx: Connection,
     admin: Connection,
     gw: str,
     make: Callable[[], Any],
 ) -> None:
     with pytest.raises(InvalidJobSpec, match="payload"):
-        utils.add_raw_jobs([RawJobSpec("fine", {}), RawJobSpec("loop", {"x": make()})])
+        tx_utils.add_raw_jobs([RawJobSpec("fine", {}), RawJobSpec("loop", {"x": make()})])
 
     assert_nothing_sent(tx, admin, gw)
 
 
 def test_an_int_too_long_for_python_to_print_is_refused_naming_the_payload(
-    utils: WorkerUtils, tx: Connection, admin: Connection, gw: str
+    tx_utils: WorkerUtils, tx: Connection, admin: Connection, gw: str
 ) -> None:
     with pytest.raises(InvalidJobSpec, match="payload"):
-        utils.add_raw_job("task", {"n": HugeInt()})
+        tx_utils.add_raw_job("task", {"n": HugeInt()})
 
     assert_nothing_sent(tx, admin, gw)
 
 
 @BOTH
 def test_a_high_and_a_low_surrogate_side_by_side_read_back_as_one_astral_character(
-    utils: WorkerUtils, tx: Connection, gw: str, via: str
+    tx_utils: WorkerUtils, tx: Connection, gw: str, via: str
 ) -> None:
     # Documented behaviour pinned: lone surrogates travel as \\uXXXX escapes, and JSON reads a
     # high escape followed by a low one as a single character. The Python string changes.
     if via == "add_raw_job":
-        utils.add_raw_job("task", {"s": "\ud83d\ude00"})
+        tx_utils.add_raw_job("task", {"s": "\ud83d\ude00"})
     else:
-        utils.add_raw_jobs([RawJobSpec("task", {"s": "\ud83d\ude00"})])
+        tx_utils.add_raw_jobs([RawJobSpec("task", {"s": "\ud83d\ude00"})])
 
     (stored,) = stored_jobs(tx, gw)[0]
     assert json.loads(stored.payload) == {"s": "😀"}
 
 
 def test_job_ids_that_mix_an_int_enum_with_bigint_ids_are_used_as_ints(
-    utils: WorkerUtils, tx: Connection, gw: str
+    tx_utils: WorkerUtils, tx: Connection, gw: str
 ) -> None:
-    job = utils.add_raw_job("task", {})
+    job = tx_utils.add_raw_job("task", {})
 
     # Ids above 2**31 are ordinary for a busy queue (the column is bigint).
-    done = utils.complete_jobs([Level.LOW, job.id, 2**40])
+    done = tx_utils.complete_jobs([Level.LOW, job.id, 2**40])
 
     assert [j.id for j in done] == [job.id]
 
 
 def test_a_cleanup_keep_list_that_is_not_iterable_is_refused_before_any_sql(
-    utils: WorkerUtils, tx: Connection, admin: Connection, gw: str
+    tx_utils: WorkerUtils, tx: Connection, admin: Connection, gw: str
 ) -> None:
     with pytest.raises(InvalidJobSpec, match="task_identifiers_to_keep"):
-        utils.cleanup([CleanupTask.GC_TASK_IDENTIFIERS], task_identifiers_to_keep=5)  # type: ignore[arg-type]
+        tx_utils.cleanup([CleanupTask.GC_TASK_IDENTIFIERS], task_identifiers_to_keep=5)  # type: ignore[arg-type]
 
     assert_nothing_sent(tx, admin, gw)

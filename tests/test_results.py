@@ -19,6 +19,7 @@ from graphile_worker_utils import (
     RescheduleOptions,
     WorkerUtils,
 )
+from tests._helpers import enqueue, table
 
 Connection = psycopg.Connection[Any]
 UTC = dt.timezone.utc
@@ -27,10 +28,6 @@ RUN_AT = dt.datetime(2030, 1, 2, 3, 4, 5, 123456, tzinfo=UTC)
 
 # --------------------------------------------------------------------------------------------
 # Helpers
-
-
-def table(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
 def rows(conn: Connection, schema: str, name: str = "_private_jobs") -> dict[int, dict[str, Any]]:
@@ -79,15 +76,6 @@ def assert_all_datetimes_aware_utc(job: Job) -> None:
 
 
 BOTH_ENTRY_POINTS = pytest.mark.parametrize("via", ["add_raw_job", "add_raw_jobs"])
-
-
-def enqueue(
-    utils: WorkerUtils, via: str, identifier: str, payload: Any, spec: JobSpec | None = None
-) -> Job:
-    if via == "add_raw_job":
-        return utils.add_raw_job(identifier, payload, spec)
-    (job,) = utils.add_raw_jobs([RawJobSpec(identifier, payload, spec)])
-    return job
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,7 +460,7 @@ def test_force_unlock_workers_frees_the_jobs_and_queues_of_the_given_workers_onl
         lock_job(conn, schema, job.id, by=worker)
         lock_queue(conn, schema, f"q-{worker}", by=worker)
 
-    assert utils.force_unlock_workers(["w1", "w2", "nobody"]) is None
+    assert utils.force_unlock_workers(["w1", "w2", "nobody"]) is None  # type: ignore[func-returns-value]
 
     job_locks = {row["locked_by"] for row in rows(conn, schema).values()}
     assert job_locks == {None, "w3"}

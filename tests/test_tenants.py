@@ -27,10 +27,11 @@ from psycopg.conninfo import make_conninfo
 
 from graphile_worker_utils import MigrationReport, WorkerUtils
 from graphile_worker_utils.cli import ExitCode
-from tests._worker import WAIT_TIMEOUT, Database, NodeWorker, Workers, make_interop_database
-from tests.conftest import GraphileWorker, PgServer, unique_name
-from tests.test_cli import assert_one_line_error, clean_env, run
-from tests.test_least_privilege import drop_role
+from tests._cli import assert_one_line_error, clean_env, run
+from tests._helpers import Database, drop_role, unique_name
+from tests._node import GraphileWorker
+from tests._server import PgServer
+from tests._worker import WAIT_TIMEOUT, NodeWorker, Workers
 
 Conn = psycopg.Connection[Any]
 CHANNEL = "worker:migrate"
@@ -40,14 +41,13 @@ NOTICE_20 = '{"migrationNumber":20,"breaking":false}'
 
 
 @pytest.fixture
-def database(pg_server: PgServer) -> Iterator[Database]:
-    """An empty database of this test's own, dropped with whoever is on it at teardown."""
-    with make_interop_database(pg_server) as made:
-        yield made
+def database(fresh_database: Database) -> Database:
+    """An empty database of this test's own (``fresh_database``): notifications cross schemas."""
+    return fresh_database
 
 
 @pytest.fixture
-def workers(database: Database, graphile_worker: GraphileWorker) -> Iterator[Workers]:
+def tenant_workers(database: Database, graphile_worker: GraphileWorker) -> Iterator[Workers]:
     """Real graphile-worker pools on ``database``, stopped (or killed) at teardown."""
     started = Workers(graphile_worker.node, database)
     try:
@@ -200,12 +200,12 @@ def test_an_upgrade_with_only_non_breaking_revisions_notifies_breaking_false(
 
 
 def test_a_pool_keeps_running_while_other_schemas_are_installed_and_demo_runs(
-    database: Database, workers: Workers
+    database: Database, tenant_workers: Workers
 ) -> None:
     with database.connect() as conn:
         utils = WorkerUtils(conn, schema="tenant_a")
         utils.migrate()
-        pool = workers.start("tenant_a", {"rec": {}})
+        pool = tenant_workers.start("tenant_a", {"rec": {}})
         start = pool.mark()
 
         WorkerUtils(conn, schema="tenant_b").migrate()
@@ -230,10 +230,10 @@ def test_a_pool_keeps_running_while_other_schemas_are_installed_and_demo_runs(
 
 
 def test_a_breaking_upgrade_of_the_pools_own_schema_still_shuts_it_down(
-    database: Database, workers: Workers, graphile_worker: GraphileWorker
+    database: Database, tenant_workers: Workers, graphile_worker: GraphileWorker
 ) -> None:
     graphile_worker.migrate("0.16.6", database.node_dsn, "tenant_a")
-    pool = workers.start("tenant_a", {"rec": {}}, package="graphile-worker-0.16")
+    pool = tenant_workers.start("tenant_a", {"rec": {}}, package="graphile-worker-0.16")
     start = pool.mark()
 
     done = run("migrate", "-c", database.dsn, "-s", "tenant_a")

@@ -10,7 +10,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import pq, sql
+from psycopg import abc, pq, sql
 from psycopg.adapt import Loader
 from psycopg_pool import ConnectionPool
 
@@ -25,6 +25,7 @@ from graphile_worker_utils import (
     SchemaState,
     WorkerUtils,
 )
+from tests._helpers import table
 
 Connection = psycopg.Connection[Any]
 IDLE = pq.TransactionStatus.IDLE
@@ -35,10 +36,6 @@ WAIT_SECONDS = 10.0
 
 # --------------------------------------------------------------------------------------------
 # Helpers and fixtures
-
-
-def table(schema: str, name: str) -> sql.Composed:
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
 
 
 def count(conn: Connection, schema: str, name: str = "_private_jobs") -> int:
@@ -200,8 +197,8 @@ def test_an_autocommit_connection_commits_each_enqueue_on_its_own(
 LOADER_TYPES = ["timestamptz", "timestamp", "json", "jsonb", "text", "int8"]
 
 
-def loaders(conn: Connection) -> dict[tuple[str, pq.Format], type[Loader] | None]:
-    result: dict[tuple[str, pq.Format], type[Loader] | None] = {}
+def loaders(conn: Connection) -> dict[tuple[str, pq.Format], type[abc.Loader] | None]:
+    result: dict[tuple[str, pq.Format], type[abc.Loader] | None] = {}
     for name in LOADER_TYPES:
         info = conn.adapters.types[name]
         for fmt in (pq.Format.TEXT, pq.Format.BINARY):
