@@ -50,7 +50,10 @@ def probe(conninfo: str, wait_timeout: float, kwargs: dict[str, Any]) -> float:
     outcome: list[BaseException | None] = []
     # The attempt runs in a thread so that the wait is bounded by wait_timeout itself, not
     # by psycopg's whole seconds (2 at least, for each address a host name resolves to).
-    options = {**kwargs, "connect_timeout": max(_MIN_CONNECT_TIMEOUT, math.ceil(wait_timeout))}
+    # psycopg's own timeout is set a second beyond ours, so that wait_timeout always decides
+    # (with equal timeouts either could fire first, and the message would vary).
+    timeout = max(_MIN_CONNECT_TIMEOUT, math.ceil(wait_timeout) + 1)
+    options = {**kwargs, "connect_timeout": timeout}
     thread = threading.Thread(
         target=_attempt, args=(conninfo, options, outcome), name="graphile_worker_utils-probe"
     )
