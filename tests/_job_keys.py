@@ -26,7 +26,7 @@ T_NEW = dt.datetime(2031, 6, 1, 8, 30, tzinfo=UTC)
 KEY = "invoice:42"
 WAIT_SECONDS = 15.0
 
-# The states an existing keyed job can be in (schema.md §1: a job with attempts = max_attempts
+# The states an existing keyed job can be in (docs/schema.md §1: a job with attempts = max_attempts
 # is permanently failed; a locked one is being run by a worker).
 PENDING, RETRYING, LOCKED, PERMANENTLY_FAILED = "pending", "retrying", "locked", "perm_failed"
 

@@ -1,6 +1,6 @@
-"""Bad input (api.md "Bad input"): everything the database would refuse is refused before any
-SQL is sent, as InvalidJobSpec naming the field and the limit, and a bad job anywhere in a batch
-writes nothing. Payload encoding rules, and text that looks like SQL, stored verbatim.
+"""Bad input (docs/architecture.md "Bad input"): everything the database would refuse is refused
+before any SQL is sent, as InvalidJobSpec naming the field and the limit, and a bad job anywhere in
+a batch writes nothing. Payload encoding rules, and text that looks like SQL, stored verbatim.
 
 "No SQL was sent" is observed on a non-autocommit connection: its first statement would open a
 transaction, so it must still be IDLE after the refusal.

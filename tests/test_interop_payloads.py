@@ -1,5 +1,6 @@
 """Payloads enqueued from Python arrive in graphile-worker 0.18.0's tasks as the JSON that the
-library's payload rules promise (graphile_worker_utils/_payload.py, docs/api.md).
+library's payload rules promise (graphile_worker_utils/_payload.py, README "Behaviour worth
+knowing").
 
 Every case is one job of one batch, run once by one real worker; each test checks one case.
 """

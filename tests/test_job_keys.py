@@ -1,5 +1,5 @@
-"""Job keys (schema.md §2): what REPLACE, PRESERVE_RUN_AT and UNSAFE_DEDUPE do to an existing job
-with the same key, whatever state it is in, and how the library handles the job-key race.
+"""Job keys (docs/schema.md §2): what REPLACE, PRESERVE_RUN_AT and UNSAFE_DEDUPE do to an existing
+job with the same key, whatever state it is in, and how the library handles the job-key race.
 
 The matrix runs through both entry points (``add_raw_job`` and ``add_raw_jobs``) where the mode
 allows it: they call different database functions, and the contract is the same.

@@ -1,4 +1,4 @@
-"""migrate() and schema_status(): schema.md §4, against a real PostgreSQL."""
+"""migrate() and schema_status(): docs/schema.md §4, against a real PostgreSQL."""
 
 from __future__ import annotations
 

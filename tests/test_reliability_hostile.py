@@ -9,8 +9,8 @@ never a part of a batch.
 How it is observed:
 
 * The expected outcome of each input comes from an oracle written here from the documentation
-  (api.md "Bad input", the payload table in ``graphile_worker_utils._payload``), not from the
-  library's code: :func:`expected_spec`, :func:`documented_json`.
+  (docs/architecture.md "Bad input", the payload table in ``graphile_worker_utils._payload``),
+  not from the library's code: :func:`expected_spec`, :func:`documented_json`.
 * "Stored as documented" is read back with plain SQL from ``_private_jobs`` (payload as text,
   decoded by ``json``), compared field by field and with the returned ``Job``.
 * "No SQL was sent" is observed on a non-autocommit connection: its first statement would open

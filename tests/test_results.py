@@ -1,4 +1,4 @@
-"""What operations return, and what the maintenance operations do (schema.md §2 and §3)."""
+"""What operations return, and what the maintenance operations do (docs/schema.md §2 and §3)."""
 
 from __future__ import annotations
 
