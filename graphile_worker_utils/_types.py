@@ -36,6 +36,21 @@ class JobKeyMode(str, enum.Enum):
     UNSAFE_DEDUPE = "unsafe_dedupe"
 
 
+class JobState(str, enum.Enum):
+    """Where a job stands; every job is in exactly one state (:meth:`WorkerUtils.status`)."""
+
+    #: Not locked, attempts left, due (``run_at`` has passed, retries included).
+    READY = "ready"
+    #: Not locked, never attempted, not due yet.
+    SCHEDULED = "scheduled"
+    #: Locked by a worker.
+    RUNNING = "running"
+    #: Not locked, failed at least once with attempts left, waiting out its back-off.
+    RETRYING = "retrying"
+    #: Not locked, all its attempts used: it will never run again.
+    PERMANENTLY_FAILED = "permanently_failed"
+
+
 class CleanupTask(str, enum.Enum):
     """Maintenance that :meth:`WorkerUtils.cleanup` runs, always in this order."""
 

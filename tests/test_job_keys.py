@@ -30,7 +30,7 @@ from graphile_worker_utils import (
     RawJobSpec,
     WorkerUtils,
 )
-from graphile_worker_utils._client import _statement_runs
+from graphile_worker_utils._batch import statement_runs as _statement_runs
 
 Connection = psycopg.Connection[Any]
 
