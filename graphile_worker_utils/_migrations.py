@@ -126,16 +126,16 @@ class _Revisions:
 
 def _read(conn: psycopg.Connection[Any], schema: str) -> _Revisions:
     with cursor(conn) as cur:
-        cur.execute(catalog.render("migrations/state", schema), {"schema_name": schema})
+        cur.execute(catalog.render("migrator/state", schema), {"schema_name": schema})
         state = cur.fetchone()
         assert state is not None
         server_version_num, has_migrations_table, has_breaking_column = state
         revision = breaking = None
         if has_migrations_table:
             operation = (
-                "migrations/revisions"
+                "migrator/revisions"
                 if has_breaking_column
-                else "migrations/revisions_without_breaking"
+                else "migrator/revisions_without_breaking"
             )
             cur.execute(catalog.render(operation, schema))
             row = cur.fetchone()
@@ -203,7 +203,7 @@ def _record_and_apply(
     breaking_ids = sorted(BREAKING_REVISIONS)
     with cursor(conn) as cur:
         cur.execute(
-            catalog.render("migrations/record", schema),
+            catalog.render("migrator/record", schema),
             {"ids": revisions, "breaking_ids": breaking_ids},
         )
         # A script of many statements: never prepared, whatever the connection's
@@ -211,7 +211,7 @@ def _record_and_apply(
         cur.execute(catalog.render(operation, schema), prepare=False)
         if notify:
             cur.execute(
-                catalog.render("migrations/notify", schema),
+                catalog.render("migrator/notify", schema),
                 {
                     "revision": revisions[-1],
                     "breaking": any(r in BREAKING_REVISIONS for r in revisions),
@@ -229,15 +229,15 @@ def _step(
     Raises _PeerInProgress when another migrator holds the schema somewhere in 1..15.
     """
     with atomic(conn, owned=owned), cursor(conn) as cur:
-        cur.execute(catalog.render("migrations/lock", schema), {"schema_name": schema})
+        cur.execute(catalog.render("migrator/lock", schema), {"schema_name": schema})
         revisions = _read(conn, schema)
         _check(revisions, schema)
         if not revisions.has_migrations_table:
-            cur.execute(catalog.render("migrations/bootstrap", schema), prepare=False)
+            cur.execute(catalog.render("migrator/bootstrap", schema), prepare=False)
         elif not revisions.has_breaking_column:
-            cur.execute(catalog.render("migrations/add_breaking_column", schema), prepare=False)
+            cur.execute(catalog.render("migrator/add_breaking_column", schema), prepare=False)
             cur.execute(
-                catalog.render("migrations/flag_breaking", schema),
+                catalog.render("migrator/flag_breaking", schema),
                 {"breaking_ids": sorted(BREAKING_REVISIONS)},
             )
             return None  # committed on its own, as graphile-worker does; then look again
