@@ -150,15 +150,17 @@ def label_rows(chunks: Iterable[list[Row]]) -> Labelling:
     jobs, unnamed = result.jobs, result.unnamed
     task_names, queue_by_id = result.task_names, result.queue_names
     at = _instants()
+    # Positions as locals: this loop runs once per job of every batch.
+    task_at, queue_at, task_id_at, queue_id_at = TASK_IDENTIFIER, QUEUE_NAME, TASK_ID, JOB_QUEUE_ID
     for rows in chunks:
         for row in rows:
-            task_name, queue_name = row[TASK_IDENTIFIER], row[QUEUE_NAME]
-            if task_name is None or (queue_name is None and row[JOB_QUEUE_ID] is not None):
+            task_name, queue_name = row[task_at], row[queue_at]
+            if task_name is None or (queue_name is None and row[queue_id_at] is not None):
                 unnamed.append(len(jobs))
             else:
-                task_names[row[TASK_ID]] = task_name
+                task_names[row[task_id_at]] = task_name
                 if queue_name is not None:
-                    queue_by_id[row[JOB_QUEUE_ID]] = queue_name
+                    queue_by_id[row[queue_id_at]] = queue_name
             jobs.append(job_from_row(row, task_name, queue_name, at))
     return result
 
