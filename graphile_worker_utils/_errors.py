@@ -86,6 +86,12 @@ class DatabaseError(GraphileWorkerError):
     """The database refused an operation; the psycopg error is the ``__cause__``."""
 
 
+class SchemaMissingError(DatabaseError):
+    """The schema lacks graphile-worker's tables or functions (it was never migrated, or was
+    dropped): run :meth:`WorkerUtils.migrate`. The psycopg error (``UndefinedTable``,
+    ``UndefinedFunction``...) is the ``__cause__``."""
+
+
 class CleanupBusyError(DatabaseError):
     """``cleanup()`` gave up on its garbage collections: transactions that enqueued jobs kept
     the tables they clean open for the whole ``busy_timeout``. Those collections deleted

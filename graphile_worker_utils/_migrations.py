@@ -26,6 +26,7 @@ import attrs
 import psycopg
 from psycopg import errors as pg_errors
 
+from ._connector import wrap_exceptions
 from ._cursors import cursor
 from ._errors import (
     IncompatibleSchemaError,
@@ -125,16 +126,16 @@ class _Revisions:
 
 def _read(conn: psycopg.Connection[Any], schema: str) -> _Revisions:
     with cursor(conn) as cur:
-        cur.execute(catalog.render("migrations/state", schema), {"schema_name": schema})
+        cur.execute(catalog.render("migrator/state", schema), {"schema_name": schema})
         state = cur.fetchone()
         assert state is not None
         server_version_num, has_migrations_table, has_breaking_column = state
         revision = breaking = None
         if has_migrations_table:
             operation = (
-                "migrations/revisions"
+                "migrator/revisions"
                 if has_breaking_column
-                else "migrations/revisions_without_breaking"
+                else "migrator/revisions_without_breaking"
             )
             cur.execute(catalog.render(operation, schema))
             row = cur.fetchone()
@@ -202,7 +203,7 @@ def _record_and_apply(
     breaking_ids = sorted(BREAKING_REVISIONS)
     with cursor(conn) as cur:
         cur.execute(
-            catalog.render("migrations/record", schema),
+            catalog.render("migrator/record", schema),
             {"ids": revisions, "breaking_ids": breaking_ids},
         )
         # A script of many statements: never prepared, whatever the connection's
@@ -210,7 +211,7 @@ def _record_and_apply(
         cur.execute(catalog.render(operation, schema), prepare=False)
         if notify:
             cur.execute(
-                catalog.render("migrations/notify", schema),
+                catalog.render("migrator/notify", schema),
                 {
                     "revision": revisions[-1],
                     "breaking": any(r in BREAKING_REVISIONS for r in revisions),
@@ -228,15 +229,15 @@ def _step(
     Raises _PeerInProgress when another migrator holds the schema somewhere in 1..15.
     """
     with atomic(conn, owned=owned), cursor(conn) as cur:
-        cur.execute(catalog.render("migrations/lock", schema), {"schema_name": schema})
+        cur.execute(catalog.render("migrator/lock", schema), {"schema_name": schema})
         revisions = _read(conn, schema)
         _check(revisions, schema)
         if not revisions.has_migrations_table:
-            cur.execute(catalog.render("migrations/bootstrap", schema), prepare=False)
+            cur.execute(catalog.render("migrator/bootstrap", schema), prepare=False)
         elif not revisions.has_breaking_column:
-            cur.execute(catalog.render("migrations/add_breaking_column", schema), prepare=False)
+            cur.execute(catalog.render("migrator/add_breaking_column", schema), prepare=False)
             cur.execute(
-                catalog.render("migrations/flag_breaking", schema),
+                catalog.render("migrator/flag_breaking", schema),
                 {"breaking_ids": sorted(BREAKING_REVISIONS)},
             )
             return None  # committed on its own, as graphile-worker does; then look again
@@ -285,44 +286,31 @@ def migrate(
     """Bring ``schema`` to :data:`LATEST_REVISION` (see :meth:`WorkerUtils.migrate`)."""
     applied: list[int] = []
     installed = False
-    last_seen: int | None = None
-    stalled_since = time.monotonic()
+    peer = _PeerWatch(schema)
     collisions = 0
+
+    def failed(error: psycopg.Error) -> MigrationError:
+        at = f" at revision {applied[-1] + 1}" if applied else ""
+        return MigrationError(f"migrating schema {schema!r} failed{at}: {error}")
+
     while True:
-        try:
-            step = _step(conn, schema, owned)
-        except _CONCURRENT_MIGRATOR_ERRORS as error:
-            # Another migrator (graphile-worker itself, most likely) recorded the same revision
-            # or created the same object first; look again at what is there now.
-            collisions += 1
-            if collisions > _MAX_COLLISIONS:
-                raise MigrationError(
-                    f"migrating schema {schema!r}: still colliding with another migrator after"
-                    f" {_MAX_COLLISIONS} attempts: {error}"
-                ) from error
-            continue
-        except _PeerInProgress as peer:
-            # Revisions 1..15 are graphile-worker's alone. If one of its migrators is working
-            # through them, wait for it to reach 16; a schema that stays there is too old.
-            if peer.revision != last_seen:
-                last_seen, stalled_since = peer.revision, time.monotonic()
-            elif time.monotonic() - stalled_since > _PEER_STALL_SECONDS:
-                raise SchemaTooOldError(
-                    f"schema {schema!r} is at revision {peer.revision}; graphile-worker-utils"
-                    f" upgrades schemas from revision {OLDEST_UPGRADABLE_REVISION} up. Run"
-                    " graphile-worker 0.16 or newer against it once (for example"
-                    " `graphile-worker --schema-only`), then migrate again; together they"
-                    f" apply breaking revisions {_breaking_after(peer.revision)}, which stop"
-                    " the workers running on it now (upgrade them to graphile-worker 0.17+"
-                    " first)"
-                ) from None
-            sleep(_PEER_POLL_SECONDS)
-            continue
-        except MigrationError:
-            raise
-        except psycopg.Error as error:
-            at = f" at revision {applied[-1] + 1}" if applied else ""
-            raise MigrationError(f"migrating schema {schema!r} failed{at}: {error}") from error
+        with wrap_exceptions("migrate", schema, failed):
+            try:
+                step = _step(conn, schema, owned)
+            except _CONCURRENT_MIGRATOR_ERRORS as error:
+                # Another migrator (graphile-worker itself, most likely) recorded the same
+                # revision or created the same object first; look again at what is there now.
+                collisions += 1
+                if collisions > _MAX_COLLISIONS:
+                    raise MigrationError(
+                        f"migrating schema {schema!r}: still colliding with another migrator"
+                        f" after {_MAX_COLLISIONS} attempts: {error}"
+                    ) from error
+                continue
+            except _PeerInProgress as busy:
+                peer.saw(busy.revision)
+                sleep(_PEER_POLL_SECONDS)
+                continue
         if step is None:
             continue
         done, installed_now, revision = step
@@ -331,3 +319,28 @@ def migrate(
         applied.extend(done)
         installed = installed or installed_now
         logger.info("graphile_worker_utils: schema %r migrated to revision %d", schema, revision)
+
+
+class _PeerWatch:
+    """Revisions 1..15 are graphile-worker's alone. If one of its migrators is working through
+    them, migrate() waits for it to reach 16; a schema that stays there is too old."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = schema
+        self.last_seen: int | None = None
+        self.since = time.monotonic()
+
+    def saw(self, revision: int) -> None:
+        """Note the peer at ``revision``; SchemaTooOldError once it has not moved for long."""
+        if revision != self.last_seen:
+            self.last_seen, self.since = revision, time.monotonic()
+        elif time.monotonic() - self.since > _PEER_STALL_SECONDS:
+            raise SchemaTooOldError(
+                f"schema {self.schema!r} is at revision {revision}; graphile-worker-utils"
+                f" upgrades schemas from revision {OLDEST_UPGRADABLE_REVISION} up. Run"
+                " graphile-worker 0.16 or newer against it once (for example"
+                " `graphile-worker --schema-only`), then migrate again; together they"
+                f" apply breaking revisions {_breaking_after(revision)}, which stop"
+                " the workers running on it now (upgrade them to graphile-worker 0.17+"
+                " first)"
+            ) from None

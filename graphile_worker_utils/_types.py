@@ -36,6 +36,21 @@ class JobKeyMode(str, enum.Enum):
     UNSAFE_DEDUPE = "unsafe_dedupe"
 
 
+class JobState(str, enum.Enum):
+    """Where a job stands; every job is in exactly one state (:meth:`WorkerUtils.status`)."""
+
+    #: Not locked, attempts left, due (``run_at`` has passed, retries included).
+    READY = "ready"
+    #: Not locked, never attempted, not due yet.
+    SCHEDULED = "scheduled"
+    #: Locked by a worker.
+    RUNNING = "running"
+    #: Not locked, failed at least once with attempts left, waiting out its back-off.
+    RETRYING = "retrying"
+    #: Not locked, all its attempts used: it will never run again.
+    PERMANENTLY_FAILED = "permanently_failed"
+
+
 class CleanupTask(str, enum.Enum):
     """Maintenance that :meth:`WorkerUtils.cleanup` runs, always in this order."""
 
@@ -159,7 +174,7 @@ def _to_flags(value: object) -> tuple[str, ...] | None:
     return tuple(check_text(f"flags[{index}]", flag) for index, flag in enumerate(value))
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class JobSpec:
     """How and when a job runs. Every field defaults to None: the database's default.
 
@@ -170,27 +185,21 @@ class JobSpec:
     """
 
     #: Jobs of one queue run one at a time, in order. Non-empty, at most 128 characters.
-    queue_name: str | None = attrs.field(
-        default=None,
-        converter=_queue_name,
-        kw_only=True,
-    )
+    queue_name: str | None = attrs.field(default=None, converter=_queue_name)
     #: When the job may run; an aware datetime (a naive one is refused as ambiguous).
     #: None: now (the database's clock, or the application's with ``use_local_time``).
-    run_at: dt.datetime | None = attrs.field(default=None, converter=_run_at, kw_only=True)
+    run_at: dt.datetime | None = attrs.field(default=None, converter=_run_at)
     #: Lower runs first; a smallint (-32768..32767). None: 0.
-    priority: int | None = attrs.field(default=None, converter=_priority, kw_only=True)
+    priority: int | None = attrs.field(default=None, converter=_priority)
     #: Attempts before the job is permanently failed, 1..32767. None: 25.
-    max_attempts: int | None = attrs.field(default=None, converter=_max_attempts, kw_only=True)
+    max_attempts: int | None = attrs.field(default=None, converter=_max_attempts)
     #: A unique name for the job (1..512 characters) to replace or deduplicate it later.
-    job_key: str | None = attrs.field(default=None, converter=_job_key, kw_only=True)
+    job_key: str | None = attrs.field(default=None, converter=_job_key)
     #: What to do when a job with ``job_key`` exists; None: REPLACE. It concerns this job
     #: only, in a batch too, and has no effect without a ``job_key``.
-    job_key_mode: JobKeyMode | None = attrs.field(
-        default=None, converter=_to_job_key_mode, kw_only=True
-    )
+    job_key_mode: JobKeyMode | None = attrs.field(default=None, converter=_to_job_key_mode)
     #: Names a worker can be told to skip (graphile-worker's ``forbiddenFlags``).
-    flags: tuple[str, ...] | None = attrs.field(default=None, converter=_to_flags, kw_only=True)
+    flags: tuple[str, ...] | None = attrs.field(default=None, converter=_to_flags)
 
 
 DEFAULT_SPEC = JobSpec()
@@ -220,14 +229,14 @@ class RawJobSpec:
     spec: JobSpec = attrs.field(default=None, converter=_to_spec)
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class RescheduleOptions:
     """What :meth:`WorkerUtils.reschedule_jobs` changes; a None field is left as it is."""
 
-    run_at: dt.datetime | None = attrs.field(default=None, converter=_run_at, kw_only=True)
-    priority: int | None = attrs.field(default=None, converter=_priority, kw_only=True)
-    attempts: int | None = attrs.field(default=None, converter=_attempts, kw_only=True)
-    max_attempts: int | None = attrs.field(default=None, converter=_max_attempts, kw_only=True)
+    run_at: dt.datetime | None = attrs.field(default=None, converter=_run_at)
+    priority: int | None = attrs.field(default=None, converter=_priority)
+    attempts: int | None = attrs.field(default=None, converter=_attempts)
+    max_attempts: int | None = attrs.field(default=None, converter=_max_attempts)
 
 
 @runtime_checkable

@@ -25,7 +25,7 @@ from graphile_worker_utils import (
     RawJobSpec,
     WorkerUtils,
 )
-from graphile_worker_utils._client import _statement_runs
+from graphile_worker_utils._batch import statement_runs as _statement_runs
 from tests._helpers import enqueue, table
 from tests._job_keys import (
     KEY,

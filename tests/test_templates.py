@@ -90,10 +90,10 @@ def test_dollar_quote_tag_never_occurs_in_the_schema_name() -> None:
 
 def test_rendered_text_is_cached_per_operation_and_schema() -> None:
     fresh = TemplateCatalog()
-    first = fresh.render("migrations/revisions", "one")
-    assert fresh.render("migrations/revisions", "one") is first
-    assert fresh.render("migrations/revisions", "two") is not first
-    assert b'"two"' in fresh.render("migrations/revisions", "two")
+    first = fresh.render("migrator/revisions", "one")
+    assert fresh.render("migrator/revisions", "one") is first
+    assert fresh.render("migrator/revisions", "two") is not first
+    assert b'"two"' in fresh.render("migrator/revisions", "two")
 
 
 def test_unknown_operation_fails_loudly() -> None:

@@ -16,7 +16,7 @@ from ._context import (
 from ._exit_codes import CliError, ExitCode
 from ._options import add_command
 from .maintenance import _CLEANUP_DESCRIPTIONS
-from .status import STATUS_COUNTS, fetch_status, status_document, status_table
+from .status import status_document, status_table
 
 if TYPE_CHECKING:
     import psycopg
@@ -82,8 +82,9 @@ def embedded_server(ctx: Context) -> Iterator[str]:
 
 
 def _demo_jobs(ctx: Context, conn: psycopg.Connection[Any], schema: str) -> int:
-    rows = fetch_status(conn, schema)
-    return sum(row[name] for row in rows for name in STATUS_COUNTS)
+    from graphile_worker_utils import WorkerUtils
+
+    return WorkerUtils(conn, schema=schema).status().totals.total
 
 
 def _refuse_active_pools(ctx: Context, conn: psycopg.Connection[Any], schema: str) -> None:
@@ -95,10 +96,10 @@ def _refuse_active_pools(ctx: Context, conn: psycopg.Connection[Any], schema: st
     this database's notifications. Blind spots: a pool between two listen attempts, one that
     starts after this check, and sessions this role may not see (then it refuses too).
     """
-    from graphile_worker_utils._templates import catalog
+    from graphile_worker_utils._listeners import database_listeners
 
-    row = conn.execute(catalog.render("demo_listeners", schema)).fetchone()
-    pids, unseen = (row[0], row[1]) if row else ([], 0)
+    listeners = database_listeners(conn, schema)
+    pids, unseen = listeners.pids, listeners.unseen
     if not pids and not unseen:
         ctx.out("no graphile-worker pool is listening on this database")
         return
@@ -186,7 +187,7 @@ def _tour(ctx: Context, conn: psycopg.Connection[Any], schema: str) -> None:
 
     ctx.out("\n4. mark the welcome job permanently failed, then `status`:")
     utils.permanently_fail_jobs([welcome], "demo: pretend it failed")
-    document = status_document(schema, report.revision, fetch_status(conn, schema))
+    document = status_document(utils.status())
     for line in status_table(document):
         ctx.out("   " + line)
 

@@ -1,0 +1,134 @@
+"""Sending prepared enqueues (see :mod:`._batch`) and reading their jobs back.
+
+A keyed job that a worker locks while it is being replaced makes graphile-worker's add_job(s)
+return no job for it (schema.md §2): the call is retried where the library owns the
+transaction, and raises :class:`JobKeyRaceError` inside the caller's.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+
+from ._batch import Batch, Statement, check_batch_texts, check_texts
+from ._connector import Connector, client_encoding, codec, wrap_exceptions
+from ._cursors import LibraryCursor
+from ._cursors import cursor as _cursor
+from ._errors import DatabaseError, JobKeyRaceError
+from ._rows import ID, label_rows, labelled, names_to_look_up, single_job
+from ._templates import catalog
+from ._transactions import atomic
+from ._types import Job, JobSpec
+
+logger = logging.getLogger("graphile_worker_utils")
+
+#: How many times an enqueue is retried after losing the job-key race (schema.md §2) when the
+#: library owns the transaction.
+KEY_RACE_ATTEMPTS = 3
+_KEY_RACE_MARKER = "graphile_worker_utils: job key race"
+# Without a job key, add_job(s) returns fewer jobs than asked only when its own statements
+# cannot see the rows it writes: row level security (on, without policies, on graphile-worker's
+# private tables) for a role that neither owns them nor bypasses it.
+_INVISIBLE_ROWS = (
+    "{what}: the database scheduled fewer jobs than asked although no job key was given; the"
+    " role cannot see the rows it writes. Row level security is on for graphile-worker's"
+    " _private_* tables: use a role that owns them or has BYPASSRLS, or add policies that let"
+    " it read and write them (README, 'Least privilege')"
+)
+#: How many rows of a batch's result are turned into jobs at a time.
+FETCH_SLICE = 2000
+
+
+def check_params(conn: psycopg.Connection[Any], texts: Any) -> None:
+    """Refuse text parameters that ``conn``'s client encoding cannot carry (see
+    :func:`._batch.check_texts`); nothing to do on a UTF-8 connection."""
+    text_codec = codec(conn)
+    if text_codec is not None:
+        check_texts(text_codec, client_encoding(conn), texts)
+
+
+def add_job(connector: Connector, params: dict[str, Any], spec: JobSpec) -> Job:
+    """Run the add_job operation with ``params`` (see :func:`._batch.job_params`)."""
+    query = catalog.render("add_job", connector.schema)
+    identifier = params["identifier"]
+    for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
+        with connector.connection(single_statement=True) as (conn, owned):
+            check_params(conn, params.items())
+            with wrap_exceptions("add_job", connector.schema), _cursor(conn) as cur:
+                cur.execute(query, params, binary=True)
+                row = cur.fetchone()
+            assert row is not None
+            if row[ID] is not None:
+                return single_job(row, identifier, spec.queue_name)
+            if spec.job_key is None:
+                raise DatabaseError(_INVISIBLE_ROWS.format(what=f"add_job {identifier!r}"))
+            if not owned or attempt == KEY_RACE_ATTEMPTS:
+                raise JobKeyRaceError(
+                    f"add_job {identifier!r} with job_key {spec.job_key!r}: a worker locked"
+                    " the existing job while it was being replaced, so nothing was"
+                    " scheduled; retry the call"
+                )
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def add_jobs(connector: Connector, batch: Batch) -> list[Job]:
+    """Run a prepared batch: all its statements in one transaction, all or nothing."""
+    for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
+        single = len(batch.statements) == 1
+        with connector.connection(single_statement=single) as (conn, owned):
+            text_codec = codec(conn)
+            if text_codec is not None:
+                check_batch_texts(text_codec, client_encoding(conn), batch)
+            race = None
+            with wrap_exceptions("add_jobs", connector.schema):
+                try:
+                    with nullcontext() if single else atomic(conn, owned=owned):
+                        return _run_batch(conn, connector.schema, batch)
+                except pg_errors.InvalidTextRepresentation as error:
+                    if _KEY_RACE_MARKER not in str(error):
+                        raise
+                    race = error
+            assert race is not None
+            _refuse_race(race, batch, owned=owned, last=attempt == KEY_RACE_ATTEMPTS)
+        logger.info("add_jobs: retrying after a job key race (%s)", race)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _refuse_race(error: psycopg.Error, batch: Batch, *, owned: bool, last: bool) -> None:
+    """Raise for a lost job-key race unless the batch is to be retried."""
+    if not batch.keys:
+        raise DatabaseError(
+            _INVISIBLE_ROWS.format(what=f"add_jobs ({batch.count} jobs)")
+        ) from error
+    if not owned or last:
+        raise JobKeyRaceError(
+            f"add_jobs: a worker locked the existing job of one of the {len(batch.keys)} keyed"
+            " specs while it was being replaced; the statement failed and wrote nothing; retry"
+            " the call" + ("" if owned else " in a new transaction")
+        ) from error
+
+
+def _run_batch(conn: psycopg.Connection[Any], schema: str, batch: Batch) -> list[Job]:
+    query = catalog.render("add_jobs", schema)
+    result: list[Job] = []
+    with _cursor(conn) as cur:
+        for statement in batch.statements:
+            cur.execute(query, statement.params, binary=True)
+            result.extend(_label(cur, schema, statement))
+    return result
+
+
+def _label(cur: LibraryCursor, schema: str, statement: Statement) -> list[Job]:
+    """Jobs from the add_jobs result, naming tasks and queues the call itself created."""
+    labelling = label_rows(iter(lambda: cur.fetchmany(FETCH_SLICE), []))
+    if not labelling.unnamed:
+        return labelling.jobs
+    task_ids, queue_ids = names_to_look_up(labelling, statement.identifiers, statement.queue_names)
+    if not task_ids and not queue_ids:
+        return labelled(labelling)
+    cur.execute(catalog.render("job_names", schema), {"task_ids": task_ids, "queue_ids": queue_ids})
+    return labelled(labelling, cur.fetchall())
