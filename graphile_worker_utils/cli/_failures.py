@@ -43,15 +43,14 @@ def classify(error: BaseException, masker: Masker) -> CliError:
     if isinstance(error, KeyboardInterrupt):
         return CliError(ExitCode.INTERRUPTED, "interrupted")
     import psycopg
-    from psycopg import errors as pg_errors
 
     from graphile_worker_utils import (
         CleanupBusyError,
-        DatabaseError,
         GraphileWorkerError,
         IncompatibleSchemaError,
         InvalidJobSpec,
         InvalidSchemaName,
+        SchemaMissingError,
         SchemaTooOldError,
     )
 
@@ -67,13 +66,7 @@ def classify(error: BaseException, masker: Masker) -> CliError:
         return CliError(ExitCode.INVALID_JOB, text)
     if isinstance(error, CleanupBusyError):
         return CliError(ExitCode.BUSY, text)
-    missing = (
-        pg_errors.UndefinedFunction,
-        pg_errors.UndefinedTable,
-        pg_errors.UndefinedObject,
-        pg_errors.InvalidSchemaName,
-    )
-    if isinstance(error, DatabaseError) and isinstance(cause, missing):
+    if isinstance(error, SchemaMissingError):
         return CliError(ExitCode.SCHEMA_MISSING, text)
     lost = cause if isinstance(cause, psycopg.Error) else error
     if isinstance(lost, psycopg.OperationalError) and (
