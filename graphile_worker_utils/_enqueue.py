@@ -1,7 +1,7 @@
 """Sending prepared enqueues (see :mod:`._batch`) and reading their jobs back.
 
 A keyed job that a worker locks while it is being replaced makes graphile-worker's add_job(s)
-return no job for it (schema.md §2): the call is retried where the library owns the
+return no job for it (docs/schema.md §2): the call is retried where the library owns the
 transaction, and raises :class:`JobKeyRaceError` inside the caller's.
 """
 
@@ -26,7 +26,7 @@ from ._types import Job, JobSpec
 
 logger = logging.getLogger("graphile_worker_utils")
 
-#: How many times an enqueue is retried after losing the job-key race (schema.md §2) when the
+#: How many times an enqueue is retried after losing the job-key race (docs/schema.md §2) when the
 #: library owns the transaction.
 KEY_RACE_ATTEMPTS = 3
 _KEY_RACE_MARKER = "graphile_worker_utils: job key race"

@@ -70,7 +70,7 @@ class HookError(GraphileWorkerError, TypeError):
 class JobKeyRaceError(GraphileWorkerError):
     """A keyed job was locked by a worker while this call replaced it; nothing was scheduled.
 
-    graphile-worker's ``add_job`` returns no job in that case (schema.md §2). Where the library
+    graphile-worker's ``add_job`` returns no job in that case (docs/schema.md §2). Where the library
     owns the transaction (a pool, or an autocommit connection) it retries a few times before
     raising this; inside a caller's transaction it raises at once. Retry the call.
     """

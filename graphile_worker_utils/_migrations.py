@@ -1,4 +1,4 @@
-"""Schema migrations, interoperable with graphile-worker's own migrator (schema.md §4).
+"""Schema migrations, interoperable with graphile-worker's own migrator (docs/schema.md §4).
 
 A schema with no recorded revision gets the revision-20 shape in one transaction, with rows
 1..20 recorded. A schema at 16..19 gets the later revisions, one transaction each, the

@@ -24,7 +24,7 @@ MAX_JOB_KEY_LENGTH = 512
 
 
 class JobKeyMode(str, enum.Enum):
-    """What ``add_job`` does when a job with the same ``job_key`` exists (schema.md §2)."""
+    """What ``add_job`` does when a job with the same ``job_key`` exists (docs/schema.md §2)."""
 
     #: Overwrite the pending job (payload, run_at, queue, priority, …); a running or
     #: permanently failed one is detached and a new job is created. The default.
