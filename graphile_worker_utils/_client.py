@@ -34,6 +34,7 @@ from ._hooks import BeforeScheduleHook, current_trace, operation_span
 from ._maintenance import fetch, job_ids, reschedule_params, worker_ids
 from ._migrations import MigrationReport, SchemaStatus
 from ._payload import JsonDumps
+from ._public import public
 from ._rows import ID, jobs_from_rows
 from ._status import StatusReport, read_status, status_filters
 from ._tasks import raw_jobs, task_identifier, task_payload
@@ -69,6 +70,7 @@ def _hooks(hooks: object) -> tuple[BeforeScheduleHook, ...]:
     return checked
 
 
+@public
 class WorkerUtils:
     """Enqueue and maintain graphile-worker jobs on a connection or a pool.
 

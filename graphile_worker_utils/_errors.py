@@ -8,26 +8,33 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ._public import public
+
 if TYPE_CHECKING:
     from ._types import CleanupTask
 
 
+@public
 class GraphileWorkerError(Exception):
     """Base class of every error raised by ``graphile_worker_utils``."""
 
 
+@public
 class InvalidSchemaName(GraphileWorkerError, ValueError):
     """The schema name cannot name a PostgreSQL schema (empty, NUL, or over 63 bytes)."""
 
 
+@public
 class MigrationError(GraphileWorkerError):
     """``migrate()`` could not bring the schema to the revision this library knows."""
 
 
+@public
 class UnsupportedServerError(MigrationError):
     """The PostgreSQL server is older than graphile-worker supports (12)."""
 
 
+@public
 class IncompatibleSchemaError(MigrationError):
     """The schema carries a breaking revision newer than this library knows.
 
@@ -41,10 +48,12 @@ class IncompatibleSchemaError(MigrationError):
         self.known_revision = known_revision
 
 
+@public
 class SchemaTooOldError(MigrationError):
     """The schema is at a revision older than this library can upgrade (below 16)."""
 
 
+@public
 class InvalidJobSpec(GraphileWorkerError, ValueError):
     """A job, spec or maintenance argument that the database would refuse.
 
@@ -53,20 +62,24 @@ class InvalidJobSpec(GraphileWorkerError, ValueError):
     """
 
 
+@public
 class JobScheduleSkipped(GraphileWorkerError):
     """A before-schedule hook skipped the job; nothing was written."""
 
 
+@public
 class JobScheduleFailed(GraphileWorkerError):
     """A before-schedule hook refused the job; nothing was written."""
 
 
+@public
 class HookError(GraphileWorkerError, TypeError):
     """A before-schedule hook is not callable, or returned something other than
     :class:`Continue`, :class:`Skip` or :class:`Fail`; the message names the hook. Nothing was
     written."""
 
 
+@public
 class JobKeyRaceError(GraphileWorkerError):
     """A keyed job was locked by a worker while this call replaced it; nothing was scheduled.
 
@@ -76,22 +89,26 @@ class JobKeyRaceError(GraphileWorkerError):
     """
 
 
+@public
 class ConnectionStateError(GraphileWorkerError):
     """The connection or pool cannot run the operation: the caller's connection is closed or
     in a failed transaction, or the pool is closed (for example an instance used after its
     :meth:`WorkerUtils.connect` block ended). Raised before anything is sent."""
 
 
+@public
 class DatabaseError(GraphileWorkerError):
     """The database refused an operation; the psycopg error is the ``__cause__``."""
 
 
+@public
 class SchemaMissingError(DatabaseError):
     """The schema lacks graphile-worker's tables or functions (it was never migrated, or was
     dropped): run :meth:`WorkerUtils.migrate`. The psycopg error (``UndefinedTable``,
     ``UndefinedFunction``...) is the ``__cause__``."""
 
 
+@public
 class CleanupBusyError(DatabaseError):
     """``cleanup()`` gave up on its garbage collections: transactions that enqueued jobs kept
     the tables they clean open for the whole ``busy_timeout``. Those collections deleted

@@ -15,9 +15,11 @@ from typing import Any
 import attrs
 
 from ._errors import HookError, JobScheduleFailed, JobScheduleSkipped
+from ._public import public
 from ._types import JobSpec
 
 
+@public
 @attrs.frozen
 class Continue:
     """Go on scheduling the job with ``payload`` (the same one, or a replacement)."""
@@ -25,6 +27,7 @@ class Continue:
     payload: Any
 
 
+@public
 @attrs.frozen
 class Skip:
     """Do not schedule the job; the enqueue call raises :class:`JobScheduleSkipped`."""
@@ -32,6 +35,7 @@ class Skip:
     reason: str = "skipped by a before-schedule hook"
 
 
+@public
 @attrs.frozen
 class Fail:
     """Refuse the job; the enqueue call raises :class:`JobScheduleFailed` with ``message``."""

@@ -34,6 +34,7 @@ from ._errors import (
     SchemaTooOldError,
     UnsupportedServerError,
 )
+from ._public import public
 from ._templates import catalog
 from ._transactions import atomic
 
@@ -63,6 +64,7 @@ _CONCURRENT_MIGRATOR_ERRORS = (
 _MAX_COLLISIONS = 100
 
 
+@public
 class SchemaState(enum.Enum):
     """Where a schema stands relative to the revision this library knows."""
 
@@ -78,6 +80,7 @@ class SchemaState(enum.Enum):
     AHEAD_INCOMPATIBLE = "ahead_incompatible"
 
 
+@public
 @attrs.frozen
 class SchemaStatus:
     """The result of :meth:`WorkerUtils.schema_status` (read-only, changes nothing)."""
@@ -103,6 +106,7 @@ class SchemaStatus:
         return self.state is not SchemaState.AHEAD_INCOMPATIBLE
 
 
+@public
 @attrs.frozen
 class MigrationReport:
     """What :meth:`WorkerUtils.migrate` did."""

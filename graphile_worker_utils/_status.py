@@ -12,6 +12,7 @@ import psycopg
 from ._cursors import cursor as _cursor
 from ._cursors import instant
 from ._migrations import schema_status
+from ._public import public
 from ._templates import catalog
 from ._types import MAX_IDENTIFIER_LENGTH, MAX_QUEUE_NAME_LENGTH, JobState, check_items, check_text
 
@@ -33,6 +34,7 @@ STATUS_COLUMNS = (
 _STATES = tuple(state.value for state in JobState)
 
 
+@public
 @attrs.frozen(kw_only=True)
 class StateCounts:
     """How many jobs are in each :class:`JobState` (the fields are named by its values)."""
@@ -57,6 +59,7 @@ class StateCounts:
         return sum(self[state] for state in JobState)
 
 
+@public
 @attrs.frozen(kw_only=True)
 class StatusGroup:
     """The jobs of one task in one queue (or outside any queue)."""
@@ -72,6 +75,7 @@ class StatusGroup:
     queue_locked_at: dt.datetime | None
 
 
+@public
 @attrs.frozen(kw_only=True)
 class LockedQueue:
     """A queue a worker holds locked."""
@@ -84,6 +88,7 @@ class LockedQueue:
     has_jobs: bool
 
 
+@public
 @attrs.frozen(kw_only=True)
 class StatusReport:
     """The result of :meth:`WorkerUtils.status`: read-only, taken in one look."""

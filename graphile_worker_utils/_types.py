@@ -15,6 +15,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import attrs
 
 from ._errors import InvalidJobSpec
+from ._public import public
 
 SMALLINT_MIN, SMALLINT_MAX = -32768, 32767
 BIGINT_MIN, BIGINT_MAX = -(2**63), 2**63 - 1
@@ -23,6 +24,7 @@ MAX_QUEUE_NAME_LENGTH = 128
 MAX_JOB_KEY_LENGTH = 512
 
 
+@public
 class JobKeyMode(str, enum.Enum):
     """What ``add_job`` does when a job with the same ``job_key`` exists (docs/schema.md §2)."""
 
@@ -36,6 +38,7 @@ class JobKeyMode(str, enum.Enum):
     UNSAFE_DEDUPE = "unsafe_dedupe"
 
 
+@public
 class JobState(str, enum.Enum):
     """Where a job stands; every job is in exactly one state (:meth:`WorkerUtils.status`)."""
 
@@ -51,6 +54,7 @@ class JobState(str, enum.Enum):
     PERMANENTLY_FAILED = "permanently_failed"
 
 
+@public
 class CleanupTask(str, enum.Enum):
     """Maintenance that :meth:`WorkerUtils.cleanup` runs, always in this order."""
 
@@ -174,6 +178,7 @@ def _to_flags(value: object) -> tuple[str, ...] | None:
     return tuple(check_text(f"flags[{index}]", flag) for index, flag in enumerate(value))
 
 
+@public
 @attrs.frozen(kw_only=True)
 class JobSpec:
     """How and when a job runs. Every field defaults to None: the database's default.
@@ -217,6 +222,7 @@ def _to_identifier(value: object) -> str:
     return check_text("identifier", value, max_length=MAX_IDENTIFIER_LENGTH)
 
 
+@public
 @attrs.frozen
 class RawJobSpec:
     """One job of :meth:`WorkerUtils.add_raw_jobs`: task identifier, JSON payload, spec."""
@@ -229,6 +235,7 @@ class RawJobSpec:
     spec: JobSpec = attrs.field(default=None, converter=_to_spec)
 
 
+@public
 @attrs.frozen(kw_only=True)
 class RescheduleOptions:
     """What :meth:`WorkerUtils.reschedule_jobs` changes; a None field is left as it is."""
@@ -239,6 +246,7 @@ class RescheduleOptions:
     max_attempts: int | None = attrs.field(default=None, converter=_max_attempts)
 
 
+@public
 @runtime_checkable
 class Task(Protocol):
     """A typed job for :meth:`WorkerUtils.add_job` and :meth:`WorkerUtils.add_jobs`.
@@ -266,6 +274,7 @@ class Task(Protocol):
 _UNDECODED: Any = object()
 
 
+@public
 @attrs.frozen(slots=True, unsafe_hash=False)
 class Job:
     """A job row as the database returned it. Datetimes are timezone-aware UTC.
