@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from ._client import KEY_RACE_ATTEMPTS, WorkerUtils
     from ._errors import (
         CleanupBusyError,
+        ConfigurationError,
         ConnectionStateError,
         DatabaseError,
         GraphileWorkerError,
@@ -64,6 +65,7 @@ _LOCATIONS = {
     "KEY_RACE_ATTEMPTS": "_client",
     "WorkerUtils": "_client",
     "CleanupBusyError": "_errors",
+    "ConfigurationError": "_errors",
     "ConnectionStateError": "_errors",
     "DatabaseError": "_errors",
     "GraphileWorkerError": "_errors",
@@ -111,6 +113,7 @@ __all__ = [
     "BeforeScheduleHook",
     "CleanupBusyError",
     "CleanupTask",
+    "ConfigurationError",
     "ConnectionStateError",
     "Continue",
     "DatabaseError",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
@@ -29,7 +30,7 @@ from ._cleanup import (
 )
 from ._connector import ConnectionOrPool, Connector, new_pool, start_pool, wrap_exceptions
 from ._enqueue import KEY_RACE_ATTEMPTS, check_params
-from ._errors import HookError
+from ._errors import ConfigurationError, HookError
 from ._hooks import BeforeScheduleHook, current_trace, operation_span
 from ._maintenance import fetch, job_ids, reschedule_params, worker_ids
 from ._migrations import MigrationReport, SchemaStatus
@@ -68,6 +69,17 @@ def _hooks(hooks: object) -> tuple[BeforeScheduleHook, ...]:
         if not callable(hook):
             raise HookError(f"hooks[{index}]: {hook!r} is not callable")
     return checked
+
+
+def _check_wait_timeout(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(
+            f"wait_timeout: expected a number of seconds, got {type(value).__name__}"
+        )
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigurationError(
+            f"wait_timeout: must be a finite number of seconds > 0, got {value}"
+        )
 
 
 @public
@@ -111,7 +123,7 @@ class WorkerUtils:
         json_dumps: JsonDumps | None = None,
     ) -> None:
         if not isinstance(conn_or_pool, (psycopg.Connection, ConnectionPool)):
-            raise TypeError(
+            raise ConfigurationError(
                 "conn_or_pool: expected a psycopg.Connection or a psycopg_pool.ConnectionPool,"
                 f" got {type(conn_or_pool).__name__}"
             )
@@ -120,7 +132,7 @@ class WorkerUtils:
         self._use_local_time = bool(use_local_time)
         self._hooks = _hooks(hooks)
         if json_dumps is not None and not callable(json_dumps):
-            raise TypeError("json_dumps: expected a callable returning str")
+            raise ConfigurationError("json_dumps: expected a callable returning str")
         self._json_dumps = json_dumps
 
     # -- connections ----------------------------------------------------------------------
@@ -154,6 +166,7 @@ class WorkerUtils:
                 utils.cleanup([CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS])
         """
         validate_schema_name(schema)
+        _check_wait_timeout(wait_timeout)
         pool = new_pool(
             conninfo, min_size=min_size, max_size=max_size, connect_kwargs=connect_kwargs
         )
@@ -190,7 +203,9 @@ class WorkerUtils:
                 utils.using(conn).add_raw_job("recalculate", {"account": 7})
         """
         if not isinstance(conn, psycopg.Connection):
-            raise TypeError(f"conn: expected a psycopg.Connection, got {type(conn).__name__}")
+            raise ConfigurationError(
+                f"conn: expected a psycopg.Connection, got {type(conn).__name__}"
+            )
         bound = WorkerUtils.__new__(WorkerUtils)
         bound.__dict__.update(self.__dict__)
         bound._connector = Connector(conn, self._schema)

@@ -73,6 +73,14 @@ class JobScheduleFailed(GraphileWorkerError):
 
 
 @public
+class ConfigurationError(GraphileWorkerError, TypeError):
+    """An argument :class:`WorkerUtils`, :meth:`WorkerUtils.connect` or
+    :meth:`WorkerUtils.using` cannot work with: not a connection or pool, a ``json_dumps`` that
+    is not callable, a ``wait_timeout`` that is not a duration. Raised before anything is opened
+    or sent; the message names the argument."""
+
+
+@public
 class HookError(GraphileWorkerError, TypeError):
     """A before-schedule hook is not callable, or returned something other than
     :class:`Continue`, :class:`Skip` or :class:`Fail`; the message names the hook. Nothing was

@@ -331,3 +331,43 @@ def test_hook_error_is_exported_and_documented() -> None:
     assert graphile_worker_utils.HookError is HookError
     assert issubclass(HookError, GraphileWorkerError) and issubclass(HookError, TypeError)
     assert HookError.__doc__
+
+
+# -- arguments of the constructor, connect() and using() ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: WorkerUtils("postgresql://db/app"), r"^conn_or_pool: expected a psycopg\."),  # type: ignore[arg-type]
+        (lambda: WorkerUtils(None), r"^conn_or_pool: expected .* got NoneType$"),  # type: ignore[arg-type]
+        (
+            lambda: WorkerUtils.connect("", wait_timeout=None),  # type: ignore[arg-type]
+            r"^wait_timeout: expected a number of seconds, got NoneType$",
+        ),
+        (lambda: WorkerUtils.connect("", wait_timeout=-1), r"^wait_timeout: must be .* got -1$"),
+        (
+            lambda: WorkerUtils.connect("", wait_timeout=float("nan")),
+            r"^wait_timeout: must be a finite number",
+        ),
+    ],
+    ids=["a str", "None", "wait_timeout None", "wait_timeout -1", "wait_timeout nan"],
+)
+def test_arguments_it_cannot_work_with_are_configuration_errors(
+    make: Callable[[], Any], message: str
+) -> None:
+    with pytest.raises(graphile_worker_utils.ConfigurationError, match=message) as info:
+        make()
+    assert isinstance(info.value, TypeError)
+
+
+def test_a_json_dumps_that_is_not_callable_and_using_a_non_connection_are_refused(
+    idle_conn: Connection,
+) -> None:
+    with pytest.raises(graphile_worker_utils.ConfigurationError, match=r"^json_dumps: "):
+        WorkerUtils(idle_conn, json_dumps="json.dumps")  # type: ignore[arg-type]
+    utils = WorkerUtils(idle_conn)
+    with pytest.raises(
+        graphile_worker_utils.ConfigurationError, match=r"^conn: expected a psycopg"
+    ):
+        utils.using("postgresql://db/app")  # type: ignore[arg-type]
