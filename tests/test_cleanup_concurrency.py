@@ -39,6 +39,14 @@ from tests._worker import wait_until
 Connection = psycopg.Connection[Any]
 GC_QUEUES = [CleanupTask.GC_JOB_QUEUES]
 GC_TASKS = [CleanupTask.GC_TASK_IDENTIFIERS]
+# Each garbage collection, with a spec whose job uses the row it would delete.
+EACH_COLLECTION = pytest.mark.parametrize(
+    ("tasks", "spec"),
+    [
+        pytest.param(GC_QUEUES, JobSpec(queue_name="q"), id="GC_JOB_QUEUES"),
+        pytest.param(GC_TASKS, JobSpec(), id="GC_TASK_IDENTIFIERS"),
+    ],
+)
 TABLES = ("_private_tasks", "_private_job_queues")  # what the collections lock
 # Long enough never to run out while a test holds an enqueuer open; the tests end it sooner.
 PATIENT = 120.0
@@ -164,13 +172,7 @@ def other(pg_dsn: str) -> Iterator[Connection]:
 # (1), (4) The job enqueued during cleanup stays runnable
 
 
-@pytest.mark.parametrize(
-    ("tasks", "spec"),
-    [
-        pytest.param(GC_QUEUES, JobSpec(queue_name="q"), id="GC_JOB_QUEUES"),
-        pytest.param(GC_TASKS, JobSpec(), id="GC_TASK_IDENTIFIERS"),
-    ],
-)
+@EACH_COLLECTION
 def test_a_job_enqueued_while_cleanup_runs_keeps_its_task_and_queue(
     utils: WorkerUtils,
     pool: ConnectionPool[Any],
@@ -198,13 +200,7 @@ def test_a_job_enqueued_while_cleanup_runs_keeps_its_task_and_queue(
     assert removed == {tasks[0]: 0}
 
 
-@pytest.mark.parametrize(
-    ("tasks", "spec"),
-    [
-        pytest.param(GC_QUEUES, JobSpec(queue_name="q"), id="GC_JOB_QUEUES"),
-        pytest.param(GC_TASKS, JobSpec(), id="GC_TASK_IDENTIFIERS"),
-    ],
-)
+@EACH_COLLECTION
 def test_cleanup_that_runs_out_of_busy_time_raises_and_deletes_nothing(
     utils: WorkerUtils,
     conn: Connection,
@@ -243,13 +239,7 @@ def test_busy_cleanup_reports_the_failed_jobs_it_already_deleted(
     assert in_jobs_view(conn, schema, failed.id) is None
 
 
-@pytest.mark.parametrize(
-    ("tasks", "spec"),
-    [
-        pytest.param(GC_QUEUES, JobSpec(queue_name="q"), id="GC_JOB_QUEUES"),
-        pytest.param(GC_TASKS, JobSpec(), id="GC_TASK_IDENTIFIERS"),
-    ],
-)
+@EACH_COLLECTION
 def test_a_row_deleted_between_the_enqueues_two_steps_is_not_lost(
     utils: WorkerUtils,
     conn: Connection,
