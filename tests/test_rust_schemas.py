@@ -20,9 +20,11 @@ from graphile_worker_utils import (
     RawJobSpec,
     RescheduleOptions,
     SchemaState,
+    SchemaStatus,
     WorkerUtils,
 )
 from graphile_worker_utils._enqueue import KEY_RACE_ATTEMPTS
+from graphile_worker_utils._migrations import SchemaFlavour, _Revisions, _status
 from tests._rust_schemas import (
     GWNOR,
     RUST_REVISIONS,
@@ -231,3 +233,28 @@ def test_lost_race_in_the_crates_add_jobs_is_retried_or_raised(
             WorkerUtils(caller, schema=rust_schema).add_raw_jobs(specs)
         caller.rollback()
     assert stored_keys(conn, rust_schema) == ["k", None]
+
+
+# --------------------------------------------------------------------------------------------
+# Pure logic (no database)
+
+
+@pytest.mark.parametrize("flavour", ["graphile-worker", "graphile_worker_rs"])
+def test_unit_status_carries_the_flavour_it_read(flavour: SchemaFlavour) -> None:
+    read = _Revisions(
+        server_version_num=150000,
+        revision=21,
+        breaking_revision=16,
+        has_breaking_column=True,
+        has_migrations_table=True,
+        flavour=flavour,
+    )
+    status = _status(read)
+    assert (status.flavour, status.state) == (flavour, SchemaState.AHEAD_COMPATIBLE)
+
+
+def test_unit_schema_status_defaults_to_graphile_worker() -> None:
+    status = SchemaStatus(
+        state=SchemaState.CURRENT, revision=20, breaking_revision=19, server_version_num=150000
+    )
+    assert status.flavour == "graphile-worker"
