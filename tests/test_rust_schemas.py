@@ -107,9 +107,12 @@ def test_migrate_still_warns_past_the_crates_known_revisions(
     build_rust_schema(conn, schema, 22, make_schema())
     query = sql.SQL("insert into {}.migrations (id, breaking) values (23, false)")
     conn.execute(query.format(sql.Identifier(schema)))
-    with pytest.warns(UserWarning, match=r"graphile_worker_rs revision 23, newer than revision 22"):
+    with pytest.warns(
+        UserWarning, match=r"graphile_worker_rs revision 23, newer than revision 22"
+    ) as record:
         report = WorkerUtils(conn, schema=schema).migrate()
     assert report.applied == ()
+    assert record[0].filename == __file__  # the warning points at the caller's line
 
 
 # --------------------------------------------------------------------------------------------
