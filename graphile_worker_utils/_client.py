@@ -240,7 +240,8 @@ class WorkerUtils:
         Refuses a schema with a newer breaking revision (:class:`IncompatibleSchemaError`), a
         PostgreSQL older than 12 (:class:`UnsupportedServerError`) and a schema older than
         revision 16 (:class:`SchemaTooOldError`); warns and carries on past a newer
-        non-breaking revision.
+        non-breaking revision. A schema the Rust crate (graphile_worker_rs) migrated to its own
+        revisions 20..22 is recognised and left as it is, without a warning.
 
         Each applied upgrade revision sends graphile-worker's ``worker:migrate`` notification
         on commit; a breaking one (19, from 18) shuts down every graphile-worker of the
@@ -254,7 +255,8 @@ class WorkerUtils:
             return _migrations.migrate(conn, self._schema, owned=owned)
 
     def schema_status(self) -> SchemaStatus:
-        """Say whether the schema is missing, behind, current, or ahead; writes nothing."""
+        """Say whether the schema is missing, behind, current, or ahead, and whose migrations
+        shaped it (``flavour``: graphile-worker or graphile_worker_rs); writes nothing."""
         with (
             self._connector.connection() as (conn, _),
             wrap_exceptions("schema_status", self._schema),

@@ -1,8 +1,9 @@
 """Sending prepared enqueues (see :mod:`._batch`) and reading their jobs back.
 
 A keyed job that a worker locks while it is being replaced makes graphile-worker's add_job(s)
-return no job for it (docs/schema.md §2): the call is retried where the library owns the
-transaction, and raises :class:`JobKeyRaceError` inside the caller's.
+return no job for it (docs/schema.md §2), and the Rust crate's add_job raises SQLSTATE GWNOR:
+the call is retried where the library owns the transaction, and raises :class:`JobKeyRaceError`
+inside the caller's (whose transaction the crate's error has aborted).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ logger = logging.getLogger("graphile_worker_utils")
 #: library owns the transaction.
 KEY_RACE_ATTEMPTS = 3
 _KEY_RACE_MARKER = "graphile_worker_utils: job key race"
+#: The SQLSTATE with which the Rust crate's add_job reports the job-key race.
+RUST_KEY_RACE_SQLSTATE = "GWNOR"
 # Without a job key, add_job(s) returns fewer jobs than asked only when its own statements
 # cannot see the rows it writes: row level security (on, without policies, on graphile-worker's
 # private tables) for a role that neither owns them nor bypasses it.
@@ -58,21 +61,45 @@ def add_job(connector: Connector, params: dict[str, Any], spec: JobSpec) -> Job:
     for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
         with connector.connection(single_statement=True) as (conn, owned):
             check_params(conn, params.items())
-            with wrap_exceptions("add_job", connector.schema), _cursor(conn) as cur:
-                cur.execute(query, params, binary=True)
-                row = cur.fetchone()
-            assert row is not None
-            if row[ID] is not None:
+            row, raised = _send_one(conn, connector.schema, query, params)
+            if row is not None and row[ID] is not None:
                 return single_job(row, identifier, spec.queue_name)
-            if spec.job_key is None:
+            if spec.job_key is None and raised is None:
                 raise DatabaseError(_INVISIBLE_ROWS.format(what=f"add_job {identifier!r}"))
             if not owned or attempt == KEY_RACE_ATTEMPTS:
                 raise JobKeyRaceError(
                     f"add_job {identifier!r} with job_key {spec.job_key!r}: a worker locked"
                     " the existing job while it was being replaced, so nothing was"
-                    " scheduled; retry the call"
-                )
+                    " scheduled; retry the call" + _aborted(raised, owned)
+                ) from raised
+        logger.info("add_job: retrying after a job key race")
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _send_one(
+    conn: psycopg.Connection[Any], schema: str, query: Any, params: dict[str, Any]
+) -> tuple[Any, psycopg.Error | None]:
+    """add_job's row, or the error with which graphile_worker_rs's add_job reports the job-key
+    race (SQLSTATE GWNOR) where graphile-worker returns a row of nulls."""
+    with wrap_exceptions("add_job", schema):
+        try:
+            with _cursor(conn) as cur:
+                cur.execute(query, params, binary=True)
+                return cur.fetchone(), None
+        except psycopg.Error as error:
+            if error.sqlstate != RUST_KEY_RACE_SQLSTATE:
+                raise
+            return None, error
+
+
+def _aborted(raised: psycopg.Error | None, owned: bool) -> str:
+    # Unlike graphile-worker's row of nulls, the crate's error aborts the caller's transaction.
+    if raised is None or owned:
+        return ""
+    return (
+        f" (graphile_worker_rs raised SQLSTATE {RUST_KEY_RACE_SQLSTATE}, which aborted your"
+        " transaction: roll it back and retry in a new one)"
+    )
 
 
 def add_jobs(connector: Connector, batch: Batch) -> list[Job]:

@@ -91,9 +91,11 @@ class HookError(GraphileWorkerError, TypeError):
 class JobKeyRaceError(GraphileWorkerError):
     """A keyed job was locked by a worker while this call replaced it; nothing was scheduled.
 
-    graphile-worker's ``add_job`` returns no job in that case (docs/schema.md §2). Where the library
-    owns the transaction (a pool, or an autocommit connection) it retries a few times before
-    raising this; inside a caller's transaction it raises at once. Retry the call.
+    graphile-worker's ``add_job`` returns no job in that case (docs/schema.md §2); the Rust
+    crate's (graphile_worker_rs) raises SQLSTATE ``GWNOR``, the ``__cause__`` then. Where the
+    library owns the transaction (a pool, or an autocommit connection) it retries a few times
+    before raising this; inside a caller's transaction it raises at once. Retry the call: after
+    ``GWNOR`` the caller's transaction is aborted, so roll it back and retry in a new one.
     """
 
 

@@ -20,7 +20,7 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import psycopg
@@ -48,6 +48,15 @@ BREAKING_REVISIONS = frozenset({1, 3, 11, 13, 14, 16, 19})
 OLDEST_UPGRADABLE_REVISION = 16
 #: graphile-worker requires PostgreSQL 12.
 MIN_SERVER_VERSION_NUM = 120000
+#: The newest revision of the Rust crate ``graphile_worker`` (graphile_worker_rs) this library
+#: knows. Its revisions 20..22 are its own (20 differs from graphile-worker's); none is breaking.
+RUST_LATEST_REVISION = 22
+
+#: Whose migrations shaped a schema: graphile-worker's (Node.js) or the Rust crate's, told
+#: apart by the crate's ``_private_workers`` table (its revisions 20 and 21 create it).
+SchemaFlavour = Literal["graphile-worker", "graphile_worker_rs"]
+GRAPHILE_WORKER: SchemaFlavour = "graphile-worker"
+GRAPHILE_WORKER_RS: SchemaFlavour = "graphile_worker_rs"
 
 # How long migrate() waits for another migrator that is part-way through the old history
 # (revisions 1..15, which only graphile-worker itself can apply) before it gives up.
@@ -95,6 +104,10 @@ class SchemaStatus:
     server_version_num: int
     #: The revision this library knows (:data:`LATEST_REVISION`).
     known_revision: int = LATEST_REVISION
+    #: ``"graphile_worker_rs"`` when the Rust crate's migrations shaped the schema (it has the
+    #: crate's ``_private_workers`` table), else ``"graphile-worker"``. Revision numbers past
+    #: 19 mean different things in each: see the README's compatibility table.
+    flavour: SchemaFlavour = GRAPHILE_WORKER
 
     @property
     def can_migrate(self) -> bool:
@@ -126,6 +139,7 @@ class _Revisions:
     breaking_revision: int | None
     has_breaking_column: bool
     has_migrations_table: bool
+    flavour: SchemaFlavour = GRAPHILE_WORKER
 
 
 def _read(conn: psycopg.Connection[Any], schema: str) -> _Revisions:
@@ -133,7 +147,7 @@ def _read(conn: psycopg.Connection[Any], schema: str) -> _Revisions:
         cur.execute(catalog.render("migrator/state", schema), {"schema_name": schema})
         state = cur.fetchone()
         assert state is not None
-        server_version_num, has_migrations_table, has_breaking_column = state
+        server_version_num, has_migrations_table, has_breaking_column, has_workers = state
         revision = breaking = None
         if has_migrations_table:
             operation = (
@@ -151,6 +165,7 @@ def _read(conn: psycopg.Connection[Any], schema: str) -> _Revisions:
         breaking_revision=breaking,
         has_breaking_column=has_breaking_column,
         has_migrations_table=has_migrations_table,
+        flavour=GRAPHILE_WORKER_RS if has_workers else GRAPHILE_WORKER,
     )
 
 
@@ -171,6 +186,7 @@ def _status(revisions: _Revisions) -> SchemaStatus:
         revision=revision,
         breaking_revision=breaking,
         server_version_num=revisions.server_version_num,
+        flavour=revisions.flavour,
     )
 
 
@@ -253,20 +269,38 @@ def _step(
             _record_and_apply(conn, schema, everything, "migrations/install", notify=False)
             return everything, True, LATEST_REVISION
         if current >= LATEST_REVISION:
-            if current > LATEST_REVISION:
-                message = (
-                    f"schema {schema!r} is at revision {current}, newer than revision"
-                    f" {LATEST_REVISION} that graphile-worker-utils knows; no newer revision"
-                    " is breaking, so carrying on"
-                )
-                logger.warning(message)
-                warnings.warn(message, stacklevel=4)
+            _leave_alone(revisions, schema, current)
             return [], False, current
         if current < OLDEST_UPGRADABLE_REVISION:
             raise _PeerInProgress(current)
         following = current + 1
         _record_and_apply(conn, schema, [following], f"migrations/{following:06d}", notify=True)
         return [following], False, following
+
+
+def _leave_alone(revisions: _Revisions, schema: str, current: int) -> None:
+    """Apply nothing to a schema at or past our revision; warn when it is past what we know.
+
+    The Rust crate's revisions 20..22 are its own, written with its functions: they are known
+    and left to it (applying graphile-worker's 20 would overwrite them).
+    """
+    if revisions.flavour == GRAPHILE_WORKER_RS and current <= RUST_LATEST_REVISION:
+        logger.info(
+            "graphile_worker_utils: schema %r is at graphile_worker_rs revision %d; leaving it"
+            " to the crate",
+            schema,
+            current,
+        )
+        return
+    if current > LATEST_REVISION:
+        known = RUST_LATEST_REVISION if revisions.flavour == GRAPHILE_WORKER_RS else LATEST_REVISION
+        message = (
+            f"schema {schema!r} is at {revisions.flavour} revision {current}, newer than"
+            f" revision {known} that graphile-worker-utils knows; no newer revision is"
+            " breaking, so carrying on"
+        )
+        logger.warning(message)
+        warnings.warn(message, stacklevel=5)
 
 
 def _breaking_after(revision: int) -> str:
