@@ -322,7 +322,7 @@ def build_rust_schema(
             extra = values if script is _RECORD else {}
             statement = sql.SQL(script).format(
                 s=sql.Identifier(schema), n=sql.Identifier(helper), **extra
-            )  # type: ignore[arg-type]
+            )
             conn.execute(statement, prepare=False)
 
 
