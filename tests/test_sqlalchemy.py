@@ -27,9 +27,11 @@ from sqlalchemy.orm import sessionmaker as make_sessionmaker
 
 from graphile_worker_utils import GraphileWorkerError, WorkerUtils
 from graphile_worker_utils.contrib.sqlalchemy import UnsupportedDatabaseError, worker_utils
+from tests._helpers import Database
 from tests._pgbouncer import running_pgbouncer
 from tests._server import PgServer
 from tests.flask_sqlalchemy_app import close_app, create_app
+from tests.sqlalchemy_recipe import RECIPE
 
 Connection = psycopg.Connection[Any]
 
@@ -45,21 +47,26 @@ class Signup(Base):
 
 
 def sqlalchemy_url(dsn: str, *, driver: str = "psycopg") -> URL:
-    """A SQLAlchemy URL for a libpq DSN (a unix socket folder goes in ``?host=``)."""
+    """A SQLAlchemy URL for a libpq DSN: a unix socket folder goes in ``?host=``, or for
+    pg8000 (which knows no libpq parameters) its socket file in ``?unix_sock=``."""
     params = {key: str(value) for key, value in conninfo_to_dict(dsn).items()}
-    host = params.pop("host", None)
-    port = params.pop("port", None)
+    user, password = params.pop("user", None), params.pop("password", None) or None
+    host, port, dbname = params.pop("host", None), params.pop("port", None), params.pop("dbname")
+    if driver == "pg8000":
+        params = {}
     if host and host.startswith("/"):
-        params["host"] = host
-        host = None
+        socket_file = f"{host}/.s.PGSQL.{port or 5432}"
+        params.update({"unix_sock": socket_file} if driver == "pg8000" else {"host": host})
+        params.update({"port": port} if port and driver != "pg8000" else {})
+        host = port = None
     return URL.create(
         f"postgresql+{driver}",
-        username=params.pop("user", None),
-        password=params.pop("password", None) or None,
+        username=user,
+        password=password,
         host=host,
-        port=int(port) if port and host else None,
-        database=params.pop("dbname", None),
-        query={**params, **({"port": port} if port and not host else {})},
+        port=int(port) if port else None,
+        database=dbname,
+        query=params,
     )
 
 
@@ -440,3 +447,35 @@ def test_a_psycopg_engine_really_is_accepted_by_the_same_check(engine: Engine) -
     with Session(engine) as session:
         assert worker_utils(session).schema == "graphile_worker"
         assert session.execute(text("select 1")).scalar() == 1
+
+
+# -- the README's recipe -------------------------------------------------------------------
+
+
+def test_the_readme_recipe_runs_as_written(fresh_database: Database) -> None:
+    with fresh_database.connect() as setup:
+        setup.execute("create table signups (id bigserial primary key, email text not null)")
+        WorkerUtils(setup).migrate()  # the recipe's default schema, graphile_worker
+    url = sqlalchemy_url(fresh_database.dsn).render_as_string(hide_password=False)
+    recipe: dict[str, Any] = {"__name__": "readme_sqlalchemy", "DATABASE_URL": url}
+    # dont_inherit: as in a module of its own, without this one's "from __future__" imports.
+    exec(compile(RECIPE, "README.md (SQLAlchemy)", "exec", dont_inherit=True), recipe)
+    try:
+        signup_id = recipe["sign_up"]("ada@example.com")
+        app = recipe["create_app"](url)
+        response = app.test_client().post("/signups", json={"email": "bob@example.com"})
+        assert response.status_code == 201, response.get_data(as_text=True)
+        with app.app_context():
+            recipe["db"].engine.dispose()
+    finally:
+        recipe["engine"].dispose()
+    with fresh_database.connect() as check:
+        assert check.execute("select id, email from signups order by id").fetchall() == [
+            (signup_id, "ada@example.com"),
+            (response.get_json()["signup_id"], "bob@example.com"),
+        ]
+        payloads = check.execute("select payload from graphile_worker._private_jobs order by id")
+        assert [row[0] for row in payloads] == [
+            {"signup_id": signup_id},
+            {"signup_id": response.get_json()["signup_id"]},
+        ]
