@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, scoped_session
 from sqlalchemy.orm import sessionmaker as make_sessionmaker
 
-from graphile_worker_utils import GraphileWorkerError, WorkerUtils
+from graphile_worker_utils import ConnectionStateError, GraphileWorkerError, JobSpec, WorkerUtils
 from graphile_worker_utils.contrib.sqlalchemy import UnsupportedDatabaseError, worker_utils
 from tests._helpers import Database
 from tests._pgbouncer import running_pgbouncer
@@ -247,6 +247,59 @@ def test_the_library_leaves_sqlalchemys_connection_as_it_found_it(
         assert session.in_transaction()
         assert (driver.autocommit, driver.prepare_threshold, driver.row_factory) == before
         session.rollback()
+
+
+def test_payloads_and_flags_come_back_as_json_whatever_the_engine_loads_json_with(
+    make_engine: Callable[..., Engine], conn: Connection, app_schema: str
+) -> None:
+    # The psycopg dialect installs these as the connection's json loader and dumper.
+    engine = make_engine(
+        json_deserializer=lambda text: {"engine's": "loader"},
+        json_serializer=lambda value: '"engine\'s dumper"',
+    )
+    payload = {"int": 1, "float": 1.5, "list": [True, None, "x"], "object": {"a": []}}
+    with Session(engine) as session:
+        assert session.execute(text("select '{}'::jsonb")).scalar() == {"engine's": "loader"}
+        job = worker_utils(session, schema=app_schema).add_raw_job(
+            "send_welcome", payload, JobSpec(flags=["slow"])
+        )
+        session.commit()
+    assert job.payload == payload
+    assert job.flags == ["slow"]
+    assert jobs(conn, app_schema) == [(job.id, "send_welcome", payload)]
+
+
+def test_one_kept_past_the_sessions_commit_is_refused_before_sending_anything(
+    make_engine: Callable[..., Engine], conn: Connection, app_schema: str
+) -> None:
+    engine = make_engine(pool_size=1, max_overflow=0)
+    with Session(engine) as session:
+        utils = worker_utils(session, schema=app_schema)
+        utils.add_raw_job("first", {})
+        driver = session.connection().connection.driver_connection
+        session.commit()
+        # The connection is back in the pool: the kept instance must not use it behind it.
+        with pytest.raises(ConnectionStateError, match=r"worker_utils\(session\) again"):
+            utils.add_raw_job("second", {})
+        assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        worker_utils(session, schema=app_schema).add_raw_job("third", {})
+        session.commit()
+    assert [identifier for _, identifier, _ in jobs(conn, app_schema)] == ["first", "third"]
+
+
+def test_one_kept_on_a_connection_begins_its_next_transaction_as_execute_would(
+    engine: Engine, conn: Connection, app_schema: str
+) -> None:
+    with engine.connect() as connection:
+        utils = worker_utils(connection, schema=app_schema)
+        utils.add_raw_job("first", {})
+        connection.commit()
+        utils.add_raw_job("second", {})
+        assert connection.in_transaction()
+        connection.rollback()
+        utils.add_raw_job("third", {})
+        connection.commit()
+    assert [identifier for _, identifier, _ in jobs(conn, app_schema)] == ["first", "third"]
 
 
 # -- pools ---------------------------------------------------------------------------------

@@ -22,7 +22,8 @@ Needs SQLAlchemy >= 2.0 on the ``postgresql+psycopg`` dialect (psycopg 3, synchr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -30,7 +31,8 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.orm import Session, scoped_session
 
 from .._client import WorkerUtils
-from .._errors import GraphileWorkerError
+from .._connector import Connector
+from .._errors import ConnectionStateError, GraphileWorkerError
 from .._hooks import BeforeScheduleHook
 from .._payload import JsonDumps
 
@@ -63,9 +65,10 @@ def worker_utils(
 
     ``session.commit()`` / ``rollback()`` (or ``connection.commit()`` / ``rollback()``)
     decide what happens to the jobs; the library never commits, rolls back or closes the
-    connection. The result is good for the current transaction only: SQLAlchemy returns the
-    connection to its pool when the transaction ends, so call this where you enqueue rather
-    than keeping the result around.
+    connection. Call this where you enqueue rather than keeping the result around: once the
+    Session's transaction ends SQLAlchemy gives its connection back to the pool, and the result
+    then raises ``ConnectionStateError`` before sending anything. (One made on a
+    ``Connection`` begins that Connection's next transaction, as ``execute()`` would.)
 
     A Session (or ``scoped_session``, such as Flask-SQLAlchemy's ``db.session``) is flushed
     first when ``session.autoflush`` is on, as a query through it would be, so ids of objects
@@ -97,13 +100,44 @@ def worker_utils(
             f"the connection under this engine is a {type(driver_connection).__module__}."
             f"{type(driver_connection).__qualname__}, not a psycopg.Connection; {_ASYNC_HINT}"
         )
-    return WorkerUtils(
+    utils = WorkerUtils(
         driver_connection,
         schema=schema,
         use_local_time=use_local_time,
         hooks=hooks,
         json_dumps=json_dumps,
     )
+    utils._connector = _SQLAlchemyConnector(connection, driver_connection, utils.schema)
+    return utils
+
+
+class _SQLAlchemyConnector(Connector):
+    """The psycopg connection under one SQLAlchemy ``Connection``, for as long as that
+    Connection holds it: a pooled connection handed back must not be used behind the pool."""
+
+    __slots__ = ("sqlalchemy_connection",)
+
+    def __init__(
+        self, connection: Connection, driver_connection: psycopg.Connection[Any], schema: str
+    ) -> None:
+        super().__init__(driver_connection, schema)
+        self.sqlalchemy_connection = connection
+
+    @contextmanager
+    def connection(
+        self, *, single_statement: bool = False
+    ) -> Iterator[tuple[psycopg.Connection[Any], bool]]:
+        held = self.sqlalchemy_connection
+        if held.closed or held.invalidated or held.connection.driver_connection is not self.target:
+            raise ConnectionStateError(
+                "the SQLAlchemy transaction this WorkerUtils was made in has ended and its"
+                " connection went back to the pool; nothing was sent: call worker_utils(session)"
+                " again where you enqueue"
+            )
+        if not held.in_transaction():
+            held.begin()  # as the Connection's own next execute() would
+        with super().connection(single_statement=single_statement) as pair:
+            yield pair
 
 
 def _sqlalchemy_connection(target: object) -> Connection:
