@@ -281,6 +281,7 @@ def test_one_kept_past_the_sessions_commit_is_refused_before_sending_anything(
         # The connection is back in the pool: the kept instance must not use it behind it.
         with pytest.raises(ConnectionStateError, match=r"worker_utils\(session\) again"):
             utils.add_raw_job("second", {})
+        assert isinstance(driver, psycopg.Connection)
         assert driver.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         worker_utils(session, schema=app_schema).add_raw_job("third", {})
         session.commit()
