@@ -488,6 +488,8 @@ def test_an_async_session_is_refused(pg_dsn: str) -> None:
         worker_utils(session)  # type: ignore[arg-type]
     assert "AsyncSession is asynchronous" in str(caught.value)
     assert "postgresql+psycopg://" in str(caught.value)
+    with pytest.raises(UnsupportedDatabaseError, match="AsyncConnection is asynchronous"):
+        worker_utils(engine.connect())  # type: ignore[arg-type]  # not started: no I/O
     with Session(engine.sync_engine) as sync_session, pytest.raises(UnsupportedDatabaseError):
         worker_utils(sync_session)  # its sync facade still runs on psycopg's AsyncConnection
 
