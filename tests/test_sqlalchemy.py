@@ -269,6 +269,22 @@ def test_payloads_and_flags_come_back_as_json_whatever_the_engine_loads_json_wit
     assert jobs(conn, app_schema) == [(job.id, "send_welcome", payload)]
 
 
+def test_a_session_joined_to_an_outer_transaction_leaves_it_to_the_outer_rollback(
+    engine: Engine, conn: Connection, app_schema: str
+) -> None:
+    # The pattern of many applications' own test suites: the Session's commit() releases a
+    # savepoint, and the outer transaction's rollback undoes everything.
+    with engine.connect() as connection:
+        outer = connection.begin()
+        with Session(bind=connection, join_transaction_mode="create_savepoint") as session:
+            signup_and_enqueue(session, app_schema, "ada@example.com")
+            session.commit()
+            assert connection.in_transaction()
+        outer.rollback()
+    assert signups(conn, app_schema) == []
+    assert jobs(conn, app_schema) == []
+
+
 def test_one_kept_past_the_sessions_commit_is_refused_before_sending_anything(
     make_engine: Callable[..., Engine], conn: Connection, app_schema: str
 ) -> None:
