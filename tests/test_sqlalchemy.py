@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -551,3 +552,8 @@ def test_the_readme_recipe_runs_as_written(fresh_database: Database) -> None:
             {"signup_id": signup_id},
             {"signup_id": response.get_json()["signup_id"]},
         ]
+
+
+def test_the_readme_shows_the_recipe_that_runs() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert "```python\n" + RECIPE + "```" in readme
