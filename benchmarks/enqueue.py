@@ -6,9 +6,10 @@ Usage (from the repository root, after the README's set-up)::
 
 The database is the test suite's: ``--dsn``, else ``GRAPHILE_WORKER_TEST_DSN``, else a throwaway
 embedded PostgreSQL 18 (the ``test`` extra). graphile-worker is the one the tests install
-(``tests/node``, ``npm ci``). Every comparison runs in the same process and database, the
-contenders interleaved round by round; the table shows medians and ratios (above 1: we are
-faster). Nothing here is a pass/fail assertion: timings on shared machines are noisy.
+(``tests/node``, ``npm ci``), on the Node 22 installed with it. Every comparison runs in the
+same process and database, the contenders interleaved round by round; the table shows medians
+and ratios (above 1: we are faster). Nothing here is a pass/fail assertion: timings on shared
+machines are noisy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -44,6 +44,10 @@ from graphile_worker_utils._templates import catalog  # noqa: E402
 TOTAL = 50_000
 BATCH_SIZES = (100, 1_000, 10_000)
 IDENTIFIER = "bench_task"
+# graphile-worker 0.18.0 needs Node >= 22.18: the peer runs on the Node 22 that `npm ci` in
+# tests/node installs (npm's `node` package), whatever Node the machine has.
+NODE_MODULES = ROOT / "tests/node/node_modules"
+PEER_NODE = NODE_MODULES / "node/bin/node"
 
 
 def payload(i: int) -> dict[str, Any]:
@@ -91,13 +95,16 @@ class Peer:
     """benchmarks/peer.js: graphile-worker's WorkerUtils, timing itself in-process."""
 
     def __init__(self, dsn: str, schema: str) -> None:
-        node = shutil.which("node")
-        if node is None or not (ROOT / "tests/node/node_modules/graphile-worker").is_dir():
+        if not PEER_NODE.is_file() or not (NODE_MODULES / "graphile-worker").is_dir():
             raise SystemExit(
-                "node and tests/node/node_modules are needed: run `npm ci` in tests/node"
+                f"{PEER_NODE} and tests/node/node_modules are needed: run `npm ci` in tests/node"
             )
+        #: The Node.js the peer runs on (``v22.x``), for the table's header.
+        self.node_version = subprocess.run(
+            [str(PEER_NODE), "--version"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         self.process = subprocess.Popen(
-            [node, str(ROOT / "benchmarks" / "peer.js"), node_dsn(dsn), schema],
+            [str(PEER_NODE), str(ROOT / "benchmarks" / "peer.js"), node_dsn(dsn), schema],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -275,7 +282,7 @@ def run(dsn: str, rounds: int) -> None:
         admin.execute(sql.SQL("drop schema if exists {} cascade").format(ident))
         admin.close()
 
-    print_table(dsn, rows)
+    print_table(dsn, rows, peer.node_version)
 
 
 _MEMORY_PROBE = textwrap.dedent(
@@ -347,12 +354,13 @@ def startup_rows() -> list[tuple[str, str, str, str]]:
     return rows
 
 
-def print_table(dsn: str, rows: list[tuple[str, str, str, str]]) -> None:
+def print_table(dsn: str, rows: list[tuple[str, str, str, str]], node: str) -> None:
     with psycopg.connect(dsn) as conn:
         server = conn.execute("show server_version").fetchone()
     print(
         f"# {platform.node()}: {os.cpu_count()} CPUs, Python {platform.python_version()},"
-        f" PostgreSQL {server[0] if server else '?'}, psycopg {psycopg.__version__}"
+        f" PostgreSQL {server[0] if server else '?'}, psycopg {psycopg.__version__},"
+        f" graphile-worker on Node {node}"
     )
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     for row in rows:

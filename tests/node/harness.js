@@ -26,7 +26,8 @@
 //   pool {pool_id} | worker {worker_id} | listening | notification {channel, payload}
 //   poll_empty {worker_id} | start {job fields} | end {job fields, error, started_at,
 //   ended_at} | complete {job_id, error, attempts} (written back to the database)
-//   failed {job_id} | added {job} | ready | exit {code} | fatal {error}
+//   failed {job_id} | added {job} | ready {node} | exit {code, node} | fatal {error}
+//   (node: process.version, the Node.js the harness runs on)
 // Logs go to stderr, never stdout.
 "use strict";
 
@@ -207,7 +208,7 @@ async function main() {
     return;
   }
   if (config.mode === "runOnce") {
-    report("ready", {});
+    report("ready", { node: process.version });
     const { concurrency: _ignored, ...options } = workerOptions();
     await gw.runOnce(options);
     return;
@@ -220,7 +221,7 @@ async function main() {
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
   commands.on("stop", stop);
-  report("ready", {});
+  report("ready", { node: process.version });
   await runner.promise;
 }
 
@@ -242,7 +243,7 @@ readline.createInterface({ input: process.stdin }).on("line", (line) => {
 // process.exit() drops what a pipe has not taken yet (a 1 MB report, say): exit only once
 // stdout has flushed everything written before.
 function finish(code) {
-  report("exit", { code });
+  report("exit", { code, node: process.version });
   process.stdout.write("", () => process.exit(code));
 }
 
