@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 import uuid
+import weakref
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -221,6 +222,35 @@ def test_the_gate_raises_defers_or_absorbs_as_its_mode_says() -> None:
     assert gate.forced
     gate.mode = "absorb"
     gate.handle(signal.SIGINT, None)
+
+
+def test_a_ctrl_c_lost_in_a_callback_is_recorded_and_not_printed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    class Target:
+        pass
+
+    def interrupted(_: object) -> None:
+        gate.handle(signal.SIGINT, None)  # as if the SIGINT landed inside the callback
+
+    reported: list[type[BaseException]] = []
+
+    def recording_hook(unraisable: Any) -> None:
+        reported.append(type(unraisable.exc_value))
+
+    monkeypatch.setattr(sys, "unraisablehook", recording_hook)
+    gate = InterruptGate()
+    with gate.installed():
+        target = Target()
+        watcher = weakref.ref(target, interrupted)
+        del target  # the callback's KeyboardInterrupt cannot propagate: Python reports it
+        other = Target()
+        failing = weakref.ref(other, lambda _: 1 / 0)
+        del other  # any other lost exception still reaches the previous hook
+    assert watcher() is None and failing() is None
+    assert gate.pending
+    assert reported == [ZeroDivisionError]
+    assert sys.unraisablehook is recording_hook
 
 
 def test_main_restores_the_sigint_handler_and_runs_outside_the_main_thread(

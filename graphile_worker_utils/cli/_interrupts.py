@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -55,10 +56,25 @@ class InterruptGate:
             yield
             return
         signal.signal(signal.SIGINT, self.handle)
+        previous_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable(previous_hook)
         try:
             yield
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN if then_ignore else previous)
+            sys.unraisablehook = previous_hook
+
+    def _unraisable(self, previous: Callable[[Any], object]) -> Callable[[Any], object]:
+        # A SIGINT that lands in a callback Python cannot raise from (importlib's module-lock
+        # weakref callbacks, say) is printed as "Exception ignored in ..." with a traceback. It
+        # is recorded in pending already and acted on where the committed state is known, so
+        # it is not printed; anything else goes to the previous hook.
+        def hook(unraisable: Any) -> object:
+            if isinstance(unraisable.exc_value, KeyboardInterrupt):
+                return None
+            return previous(unraisable)
+
+        return hook
 
     @contextmanager
     def deferred(self) -> Iterator[None]:
