@@ -557,3 +557,10 @@ def test_the_readme_recipe_runs_as_written(fresh_database: Database) -> None:
 def test_the_readme_shows_the_recipe_that_runs() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
     assert "```python\n" + RECIPE + "```" in readme
+
+
+def test_the_integrations_share_one_unsupported_database_error() -> None:
+    from graphile_worker_utils.contrib import django as django_contrib
+
+    assert UnsupportedDatabaseError is django_contrib.UnsupportedDatabaseError
+    assert issubclass(UnsupportedDatabaseError, (GraphileWorkerError, TypeError))

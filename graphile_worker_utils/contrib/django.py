@@ -31,18 +31,11 @@ from django.conf import settings  # type: ignore[import-untyped]
 from django.db import connections  # type: ignore[import-untyped]
 
 from .._client import WorkerUtils
-from .._errors import GraphileWorkerError
 from .._hooks import BeforeScheduleHook
 from .._payload import JsonDumps
+from . import DEFAULT_SCHEMA, UnsupportedDatabaseError
 
 __all__ = ["DEFAULT_SCHEMA", "UnsupportedDatabaseError", "worker_utils"]
-
-#: The schema used when neither ``schema=`` nor the ``GRAPHILE_WORKER_SCHEMA`` setting is given.
-DEFAULT_SCHEMA = "graphile_worker"
-
-
-class UnsupportedDatabaseError(GraphileWorkerError, TypeError):
-    """The Django database is not PostgreSQL on psycopg 3, so graphile-worker cannot use it."""
 
 
 def worker_utils(

@@ -32,24 +32,17 @@ from sqlalchemy.orm import Session, scoped_session
 
 from .._client import WorkerUtils
 from .._connector import Connector
-from .._errors import ConnectionStateError, GraphileWorkerError
+from .._errors import ConnectionStateError
 from .._hooks import BeforeScheduleHook
 from .._payload import JsonDumps
+from . import DEFAULT_SCHEMA, UnsupportedDatabaseError
 
 __all__ = ["DEFAULT_SCHEMA", "UnsupportedDatabaseError", "worker_utils"]
-
-#: The schema used when ``schema=`` is not given.
-DEFAULT_SCHEMA = "graphile_worker"
 
 _ASYNC_HINT = (
     "graphile_worker_utils is synchronous: use a Session or Connection of a synchronous engine,"
     " create_engine('postgresql+psycopg://...')"
 )
-
-
-class UnsupportedDatabaseError(GraphileWorkerError, TypeError):
-    """The Session or Connection is not PostgreSQL on psycopg 3 (synchronous), or not a
-    Session or Connection at all, so graphile-worker cannot use it."""
 
 
 def worker_utils(
