@@ -83,7 +83,7 @@ select
        when b < 6 then now() - interval '5 hours' end,
   case when b < 5 then 'pool-' || (i %% 5) when b < 6 then 'pool-dead' end
 from generate_series(1, %(jobs)s::int) as i,
-     lateral (select (i * 7919) %% 10000 as b) as bucket;
+     lateral (select ((i::bigint * 7919) %% 10000)::int as b) as bucket;
 """
 
 # What a person writes by hand: the same columns and rows as ours, no state, nothing else.
