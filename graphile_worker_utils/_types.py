@@ -383,7 +383,9 @@ class Job:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name in _JOB_STATE:
-            object.__setattr__(self, name, state[name])
+            # A job pickled by a release without a later field gets that field's default.
+            value = state[name] if name in state else _JOB_DEFAULTS[name]
+            object.__setattr__(self, name, value)
         object.__setattr__(self, "_payload", _UNDECODED)
 
     @property
@@ -394,3 +396,9 @@ class Job:
 
 #: The columns a pickled or copied job carries: every field but the payload cache.
 _JOB_STATE = tuple(field.name for field in attrs.fields(Job) if field.init)
+#: The fields added after the first release, with their defaults (``state``).
+_JOB_DEFAULTS = {
+    field.name: field.default
+    for field in attrs.fields(Job)
+    if field.init and field.default is not attrs.NOTHING
+}

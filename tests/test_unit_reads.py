@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import pickle
 
 import pytest
 
 from graphile_worker_utils import (
     GraphileWorkerError,
     InvalidJobSpec,
+    Job,
     JobState,
     LockedWorker,
     PayloadNotLoadedError,
@@ -25,6 +27,7 @@ from graphile_worker_utils._reads import (
 )
 from graphile_worker_utils._templates import catalog
 
+EPOCH = dt.datetime(2000, 1, 1, tzinfo=dt.timezone.utc)
 DEFAULTS = {
     "task_identifiers": None,
     "queue_names": None,
@@ -160,3 +163,17 @@ def test_the_payload_is_left_out_only_when_asked() -> None:
     without = catalog.render("list_jobs", "s", without_payload=True).decode()
     assert "null::text as payload" in without and "job.payload::text" not in without
     assert "job.payload::text as payload" in catalog.render("get_job", "s").decode()
+
+
+def test_a_job_pickled_before_it_had_a_state_loads_with_none() -> None:
+    job = Job(
+        1, "t", None, "{}", 0, EPOCH, 0, 25, None, EPOCH, EPOCH, None, None, None, 0, None, 1, None
+    )
+    state = job.__getstate__()
+    del state["state"]  # as graphile-worker-utils before the read side pickled it
+    old = Job.__new__(Job)
+    old.__setstate__(state)
+    assert old == job and old.state is None and old.payload == {}
+    assert pickle.loads(pickle.dumps(old)) == old
+    with pytest.raises(KeyError):
+        Job.__new__(Job).__setstate__({"id": 1})  # a field without a default stays required
