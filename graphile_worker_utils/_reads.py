@@ -16,11 +16,10 @@ machine): a page of a common state, task or queue 1-4 ms; by a task with 50 jobs
 ``locked_by`` 0.37 s (the whole table read); ``running`` 0.06 s (two thirds of it read);
 :meth:`WorkerUtils.locked_workers` 0.21 s (every job read). No index of graphile-worker's
 holds ``task_id``, ``job_queue_id``, ``locked_by`` or ``locked_at`` in an order that could
-serve them. The partial indexes cannot
-serve the states either: a job with a stale lock (over four hours) is ready, retrying,
-scheduled or permanently failed, yet it is not ``is_available``, and only reading the locked
-rows finds it. We do not add indexes to graphile-worker's schema; benchmarks/reads.py measures
-each case.
+serve them. The partial indexes cannot serve the states either: a job with a stale lock (over
+four hours) is ready, retrying, scheduled or permanently failed, yet it is not
+``is_available``, and only reading the locked rows finds it. We do not add indexes to
+graphile-worker's schema; benchmarks/reads.py measures each case.
 """
 
 from __future__ import annotations
