@@ -449,3 +449,20 @@ def wait_until_blocked(conn: psycopg.Connection[Any], blocker: psycopg.Connectio
             return
         time.sleep(0.1)
     raise AssertionError("the command never waited for the lock")
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (("jobs", "--task", "ok", "--task", ""), "--task: must not be empty"),
+        (("jobs", "--locked-by", ""), "--locked-by: must not be empty"),
+        (("jobs", "--queue", "q" * 200), "--queue: 200 characters"),
+        (("show", "--key", ""), "--key: must not be empty"),
+    ],
+    ids=["empty task", "empty worker", "long queue", "empty key"],
+)
+def test_values_the_library_refuses_are_usage_errors_naming_the_option(
+    dsn: str, migrated: str, args: tuple[str, ...], words: str
+) -> None:
+    line = assert_one_line_error(cli(dsn, migrated, *args), ExitCode.USAGE)
+    assert words in line, line

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from ._context import open_utils
@@ -92,6 +94,36 @@ def register(commands: Commands) -> None:
     show.add_argument("--json", action="store_true", help="print the job as one JSON object")
 
 
+#: The library's argument names, and the options that give them (for its error messages).
+_OPTIONS = {
+    "task_identifiers": "--task",
+    "queue_names": "--queue",
+    "states": "--state",
+    "locked_by": "--locked-by",
+    "after_id": "--after",
+    "limit": "--limit",
+    "job_key": "--key",
+    "job_id": "JOB_ID",
+}
+
+
+@contextmanager
+def _options_checked() -> Iterator[None]:
+    """The library's refusal of an argument (an empty --task, a --key over 512 characters) as
+    a usage error naming the option."""
+    from graphile_worker_utils import InvalidJobSpec
+
+    try:
+        yield
+    except InvalidJobSpec as error:
+        message = str(error)
+        name, colon, rest = message.partition(":")
+        option = _OPTIONS.get(name.split("[")[0])
+        if colon and option:
+            message = f"{option}:{rest}"
+        raise CliError(ExitCode.USAGE, message) from error
+
+
 def _state(text: str) -> str:
     """argparse type: a state name, any case, ``-`` for ``_`` (then checked by choices)."""
     return text.strip().lower().replace("-", "_")
@@ -102,7 +134,7 @@ def cmd_jobs(ctx: Context) -> int:
     import json
 
     args = ctx.args
-    with open_utils(ctx) as (utils, _):
+    with open_utils(ctx) as (utils, _), _options_checked():
         jobs = utils.list_jobs(
             task_identifiers=args.task_identifiers,
             queue_names=args.queue_names,
@@ -136,7 +168,7 @@ def cmd_show(ctx: Context) -> int:
     from ._render import job_to_json
 
     args = ctx.args
-    with open_utils(ctx) as (utils, _):
+    with open_utils(ctx) as (utils, _), _options_checked():
         if args.job_key is not None:
             job = utils.get_job_by_key(args.job_key)
             which = f"key {args.job_key!r}"
