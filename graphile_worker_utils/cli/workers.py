@@ -19,7 +19,9 @@ graphile-worker 0.17+), how many of each, and their oldest lock, oldest first. A
 crashed keeps its locks: its jobs do not run again until graphile-worker's 4-hour lock window
 has passed, and its queues stay blocked as long. Release them with
 `{PROG} unlock-workers WORKER_ID`, but only for a worker you know is gone: a live
-worker's jobs would then run twice. Lock ages are by this machine's clock."""
+worker's jobs would then run twice. Locks older than 4 hours count here although
+graphile-worker already ignores them (`jobs` no longer shows their jobs as running). Lock ages
+are by this machine's clock."""
 
 
 def register(commands: Commands) -> None:
