@@ -70,7 +70,7 @@ select
   (i %% 3) - 1,
   case
     when b >= 1800 and b < 4300 then now() + (i %% 1000) * interval '1 minute'
-    when b >= 1000 and b < 1800 then now() + (i %% 100) * interval '1 second'
+    when b >= 1000 and b < 1800 then now() + (1 + i %% 100) * interval '1 hour'
     else now() - (i %% 5000) * interval '1 second'
   end,
   case when b < 6 then 1 when b < 1000 then 25 when b < 1800 then 1 + b %% 5 else 0 end,
@@ -171,9 +171,9 @@ def scan_of_jobs(conn: psycopg.Connection[Any], query: bytes, params: dict[str, 
     scans = []
     for node in found:
         index = f" {node['Index Name']}" if "Index Name" in node else ""
-        read = int(node.get("Actual Rows", 0)) * int(node.get("Actual Loops", 1)) + int(
-            node.get("Rows Removed by Filter", 0)
-        )
+        # Per loop (a parallel scan's workers are its loops): returned plus filtered out.
+        per_loop = int(node.get("Actual Rows", 0)) + int(node.get("Rows Removed by Filter", 0))
+        read = per_loop * int(node.get("Actual Loops", 1))
         scans.append(f"{node['Node Type']}{index}, {read:,} rows read")
     return f"{top['Node Type']} > " + "; ".join(scans)
 
