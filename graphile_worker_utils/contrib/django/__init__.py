@@ -30,10 +30,10 @@ import psycopg
 from django.conf import settings  # type: ignore[import-untyped]
 from django.db import connections  # type: ignore[import-untyped]
 
-from .._client import WorkerUtils
-from .._hooks import BeforeScheduleHook
-from .._payload import JsonDumps
-from . import DEFAULT_SCHEMA, UnsupportedDatabaseError
+from ..._client import WorkerUtils
+from ..._hooks import BeforeScheduleHook
+from ..._payload import JsonDumps
+from .. import DEFAULT_SCHEMA, UnsupportedDatabaseError
 
 __all__ = ["DEFAULT_SCHEMA", "UnsupportedDatabaseError", "worker_utils"]
 
