@@ -170,4 +170,3 @@ def start_live_server() -> LiveServer:
     if thread.error:
         raise thread.error
     return LiveServer(f"http://127.0.0.1:{thread.port}", thread)
-

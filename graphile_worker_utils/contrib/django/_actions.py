@@ -65,7 +65,9 @@ def run_now(
 
 def permanently_fail(utils: WorkerUtils, job_ids: Sequence[int], reason: str | None) -> Outcome:
     """Mark the jobs permanently failed with ``reason`` as their last error."""
-    return summary("marked permanently failed", job_ids, utils.permanently_fail_jobs(job_ids, reason))
+    return summary(
+        "marked permanently failed", job_ids, utils.permanently_fail_jobs(job_ids, reason)
+    )
 
 
 def complete(utils: WorkerUtils, job_ids: Sequence[int]) -> Outcome:
@@ -78,7 +80,7 @@ def remove(utils: WorkerUtils, job_key: str) -> Outcome:
     job = utils.remove_job(job_key)
     if job is None:
         return Outcome("warning", f"No job has the key {job_key!r}: nothing removed")
-    if job.locked_at is not None:
+    if job.state is not None:  # not deleted: a worker is running it
         return Outcome(
             "warning",
             f"Job {job.id} (key {job_key!r}) is running: it keeps running this once, but lost"

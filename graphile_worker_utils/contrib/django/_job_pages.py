@@ -98,7 +98,9 @@ def _search(query: _params.JobQuery) -> list[Job]:
 
 
 def _list_context(query: _params.JobQuery) -> dict[str, Any]:
-    jobs = _search(query) if query.search is not None else reader().list_jobs(**query.list_arguments())
+    jobs = (
+        _search(query) if query.search is not None else reader().list_jobs(**query.list_arguments())
+    )
     now = dt.datetime.now(dt.timezone.utc)
     full_page = query.search is None and len(jobs) == query.limit
     return {
@@ -109,8 +111,13 @@ def _list_context(query: _params.JobQuery) -> dict[str, Any]:
 
 
 def _state_links(query: _params.JobQuery) -> list[dict[str, Any]]:
-    links = [{"label": "All", "url": query.params(states=(), after_id=None) or "?",
-              "selected": not query.states}]
+    links = [
+        {
+            "label": "All",
+            "url": query.params(states=(), after_id=None) or "?",
+            "selected": not query.states,
+        }
+    ]
     for state, label in STATE_LABELS.items():
         links.append(
             {
@@ -157,7 +164,11 @@ def _fields(job: Job, now: dt.datetime) -> list[tuple[str, Any, str]]:
     """Every field of ``job``: label, value, a note (ages)."""
     return [
         ("Task", job.task_identifier, f"task id {job.task_id}"),
-        ("Queue", job.queue_name, "" if job.job_queue_id is None else f"queue id {job.job_queue_id}"),
+        (
+            "Queue",
+            job.queue_name,
+            "" if job.job_queue_id is None else f"queue id {job.job_queue_id}",
+        ),
         ("State", "" if job.state is None else STATE_LABELS[job.state], ""),
         ("Attempts", f"{job.attempts} of {job.max_attempts}", ""),
         ("Priority", job.priority, "lower runs first"),
@@ -174,7 +185,7 @@ def _fields(job: Job, now: dt.datetime) -> list[tuple[str, Any, str]]:
 
 def _job_id_or_redirect(request: Any, object_id: str) -> int | None:
     try:
-        return _params.parse_id("job id", object_id)
+        return _params.parse_id("job", object_id)
     except _params.BadParameter as error:
         tell(request, _actions.Outcome("error", str(error)))
         return None
@@ -183,17 +194,16 @@ def _job_id_or_redirect(request: Any, object_id: str) -> int | None:
 def job_detail(model_admin: Any, request: Any, object_id: str) -> Any:
     """One job with every field (GET), and the actions on it (POST)."""
     require(model_admin.has_view_permission(request))
-    list_url = reverse("admin:graphile_worker_job_changelist", current_app=model_admin.admin_site.name)
+    list_url = reverse(
+        "admin:graphile_worker_job_changelist", current_app=model_admin.admin_site.name
+    )
     job_id = _job_id_or_redirect(request, object_id)
     if job_id is None:
         return HttpResponseRedirect(list_url)
     if request.method == "POST":
         require(model_admin.has_change_permission(request))
         name = request.POST.get("action")
-        if name == "remove":
-            done = _remove(request)
-        else:
-            done = _perform(request, [job_id])
+        done = _remove(request) if name == "remove" else _perform(request, [job_id])
         gone = done and name in ("remove", "complete")
         return HttpResponseRedirect(list_url if gone else request.get_full_path())
     try:

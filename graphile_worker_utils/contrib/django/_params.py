@@ -26,9 +26,10 @@ from ..._types import (
 
 Params = Mapping[str, Sequence[str]]
 
-#: Jobs on a page unless ``limit`` says otherwise, and the most it may say.
+#: Jobs on a page unless ``limit`` says otherwise, and the most it may say (a page's form
+#: must stay within Django's DATA_UPLOAD_MAX_NUMBER_FIELDS, 1000 by default).
 PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
+MAX_PAGE_SIZE = 500
 #: The most jobs one action may name (a page is at most MAX_PAGE_SIZE).
 MAX_SELECTED = MAX_PAGE_SIZE
 #: The longest reason accepted for a permanent failure.
@@ -174,9 +175,7 @@ def reason(params: Params) -> str | None:
     if not text:
         return None
     if len(text) > MAX_REASON_LENGTH:
-        raise BadParameter(
-            f"reason: {len(text)} characters, over the limit of {MAX_REASON_LENGTH}"
-        )
+        raise BadParameter(f"reason: {len(text)} characters, over the limit of {MAX_REASON_LENGTH}")
     try:
         return check_text("reason", text)
     except InvalidJobSpec as error:

@@ -10,6 +10,7 @@ from django.urls import reverse  # type: ignore[import-untyped]
 
 from ..._client import WorkerUtils
 from ..._errors import GraphileWorkerError
+from ..._reads import LockedWorker
 from ..._status import StatusGroup
 from ..._types import JobState
 from . import _actions, _params
@@ -20,7 +21,7 @@ SHOWN_JOBS = 100
 
 
 def _jobs_url(site: str, group: StatusGroup, state: JobState | None = None) -> str:
-    url = reverse("admin:graphile_worker_job_changelist", current_app=site)
+    url: str = reverse("admin:graphile_worker_job_changelist", current_app=site)
     query = _params.JobQuery(
         tasks=(group.task_identifier,),
         queues=() if group.queue_name is None else (group.queue_name,),
@@ -56,7 +57,9 @@ def _overview_context(site: str) -> dict[str, Any]:
         "locked_queues": [
             {"queue": queue, "age": age(queue.locked_at, now)} for queue in report.locked_queues
         ],
-        "workers": [{"worker": worker, "age": age(worker.oldest_locked_at, now)} for worker in workers],
+        "workers": [
+            {"worker": worker, "age": age(worker.oldest_locked_at, now)} for worker in workers
+        ],
     }
 
 
@@ -72,7 +75,7 @@ def overview(model_admin: Any, request: Any) -> Any:
     return render(model_admin, request, "overview.html", context, status)
 
 
-def _holdings(utils: WorkerUtils, worker_id: str) -> Any:
+def _holdings(utils: WorkerUtils, worker_id: str) -> LockedWorker | None:
     """The worker's entry of ``locked_workers()``, None when it holds nothing."""
     return next((w for w in utils.locked_workers() if w.worker_id == worker_id), None)
 

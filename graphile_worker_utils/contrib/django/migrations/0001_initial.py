@@ -6,15 +6,17 @@ content types and view/change permissions.
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from django.db import migrations, models  # type: ignore[import-untyped]
 
 
 class Migration(migrations.Migration):  # type: ignore[misc]
     initial = True
 
-    dependencies: list[tuple[str, str]] = []
+    dependencies: ClassVar[list[tuple[str, str]]] = []
 
-    operations = [
+    operations: ClassVar[list[Any]] = [
         migrations.CreateModel(
             name="Job",
             fields=[("id", models.BigIntegerField(primary_key=True, serialize=False))],
