@@ -136,7 +136,7 @@ def start_chromium(browser: str, driver: str) -> Any:
         "--no-sandbox",  # CI runs as root
         "--disable-dev-shm-usage",
         "--disable-gpu",
-        "--window-size=1500,1000",
+        "--window-size=1600,900",
         "--lang=en-US",
     ):
         options.add_argument(argument)

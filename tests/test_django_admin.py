@@ -105,9 +105,7 @@ def test_anonymous_and_non_staff_users_are_sent_to_the_login_page(
 
 
 @pytest.mark.parametrize("url", [JOBS, OVERVIEW, detail(1), UNLOCK + "?worker_id=w"])
-def test_staff_without_the_apps_permissions_are_refused(
-    admin_world: AdminWorld, url: str
-) -> None:
+def test_staff_without_the_apps_permissions_are_refused(admin_world: AdminWorld, url: str) -> None:
     assert admin_world.client("staff_without_permissions").get(url).status_code == 403
 
 
@@ -573,9 +571,7 @@ def test_complete_and_remove_from_the_detail_page_return_to_the_list(
     completed = client.post(detail(first.id), {"action": "complete"}, follow=True)
     assert completed.redirect_chain == [(JOBS, 302)]
     assert messages(completed) == ["1 job completed (deleted)"]
-    removed = client.post(
-        detail(second.id), {"action": "remove", "job_key": "second"}, follow=True
-    )
+    removed = client.post(detail(second.id), {"action": "remove", "job_key": "second"}, follow=True)
     assert removed.redirect_chain == [(JOBS, 302)]
     assert row_ids(removed) == []
 
@@ -591,7 +587,8 @@ def test_an_action_on_a_locked_job_from_its_page_is_skipped(
         detail(running.id), {"action": "permanently_fail", "reason": "x"}, follow=True
     )
     assert messages(response) == [
-        f"0 jobs marked permanently failed, 1 skipped: locked by a worker or gone (job {running.id})"
+        "0 jobs marked permanently failed, 1 skipped: locked by a worker or gone"
+        f" (job {running.id})"
     ]
     after = stored(admin_world, running.id)
     assert after is not None and after.state is JobState.RUNNING
