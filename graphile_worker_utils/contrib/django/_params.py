@@ -65,7 +65,10 @@ def _texts(params: Params, name: str, limit: int) -> tuple[str, ...]:
 def parse_id(name: str, text: str) -> int:
     """``text`` as a job id: digits only, 1 .. 2**63-1."""
     text = text.strip()
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= BIGINT_MAX:
+    # The length first: int() refuses strings of over 4300 digits with a ValueError.
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or not (
+        1 <= int(text) <= BIGINT_MAX
+    ):
         shown = text if len(text) <= 40 else text[:40] + "…"
         raise BadParameter(f"{name}: {shown!r} is not a job id (a whole number from 1)")
     return int(text)
@@ -143,7 +146,7 @@ def job_query(params: Params) -> JobQuery:
     if search is not None:
         _texts({"q": [search]}, "q", MAX_JOB_KEY_LENGTH)
     if limit is not None and not (
-        limit.isascii() and limit.isdigit() and 1 <= int(limit) <= MAX_PAGE_SIZE
+        limit.isascii() and limit.isdigit() and len(limit) <= 4 and 1 <= int(limit) <= MAX_PAGE_SIZE
     ):
         raise BadParameter(
             f"limit: {limit[:40]!r} is not a page size (a whole number 1..{MAX_PAGE_SIZE})"
