@@ -40,9 +40,13 @@ def django_site(pg_server: PgServer) -> Iterator[Database]:
     from tests.django_site.settings import settings as site_settings
 
     with make_database(pg_server, "django_") as database:
-        settings.configure(
-            **site_settings(django_database(pg_server, database.name), "graphile_worker")
-        )
+        databases = {
+            "default": django_database(pg_server, database.name),
+            # Another database of the server, where the tests' schemas are not: the admin
+            # reads there only when GRAPHILE_WORKER_DATABASE names it.
+            "elsewhere": django_database(pg_server, pg_server.dbname),
+        }
+        settings.configure(**site_settings(databases, "graphile_worker"))
         django.setup()
         call_command("migrate", verbosity=0, interactive=False)
         try:

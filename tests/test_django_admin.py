@@ -32,7 +32,9 @@ def text(response: Any) -> str:
 def messages(response: Any) -> list[str]:
     """The admin's messages on a page (``follow=True`` responses), as the admin shows them:
     first letter capitalised."""
-    items = re.findall(r'<li class="(?:success|warning|error|info)">(.*?)</li>', text(response))
+    items = re.findall(
+        r'<li class="(?:success|warning|error|info)">(.*?)</li>', text(response), re.DOTALL
+    )
     return [" ".join(item.split()) for item in items]
 
 
@@ -360,6 +362,26 @@ def test_a_schema_without_tables_is_a_clear_message(admin_world: AdminWorld) -> 
             response = client.get(url)
             assert response.status_code == 503
             assert "GRAPHILE_WORKER_SCHEMA" in text(response)
+
+
+def test_the_graphile_worker_database_setting_names_the_connection_the_admin_uses(
+    admin_world: AdminWorld, mixed: dict[str, Job]
+) -> None:
+    from django.test import override_settings
+
+    client = admin_world.client("change")
+    with override_settings(GRAPHILE_WORKER_DATABASE="elsewhere"):
+        listing = client.get(JOBS)
+        done = client.post(
+            JOBS, {"action": "complete", "job_id": [str(mixed["ready"].id)]}, follow=True
+        )
+    assert listing.status_code == 503  # that database has no such schema
+    assert f"schema '{admin_world.schema}' is missing" in text(listing)
+    (message,) = messages(done)
+    assert message.startswith("Nothing was changed:") and "GRAPHILE_WORKER_SCHEMA" in message
+    assert stored(admin_world, mixed["ready"].id) is not None
+    with override_settings(GRAPHILE_WORKER_DATABASE="default"):
+        assert sorted(row_ids(client.get(JOBS))) == sorted(job.id for job in mixed.values())
 
 
 # -- the detail page -------------------------------------------------------------------------

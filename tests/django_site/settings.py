@@ -40,14 +40,14 @@ TEMPLATES = [
 ]
 
 
-def settings(database: dict[str, Any], schema: str) -> dict[str, Any]:
-    """The keyword arguments of ``settings.configure()`` for ``database`` (a
-    ``DATABASES`` entry) and graphile-worker's ``schema``."""
+def settings(databases: dict[str, Any], schema: str) -> dict[str, Any]:
+    """The keyword arguments of ``settings.configure()`` for ``databases`` (the
+    ``DATABASES`` setting) and graphile-worker's ``schema``."""
     return {
         "DEBUG": False,
         "SECRET_KEY": "graphile-worker-utils tests only",
         "ALLOWED_HOSTS": ["localhost", "127.0.0.1", "testserver"],
-        "DATABASES": {"default": database},
+        "DATABASES": databases,
         "INSTALLED_APPS": INSTALLED_APPS,
         "MIDDLEWARE": MIDDLEWARE,
         "ROOT_URLCONF": "tests.django_site.urls",

@@ -83,12 +83,14 @@ def act(request: Any, action: Callable[[], Outcome]) -> bool:
 
 def problem(error: GraphileWorkerError) -> str:
     """A library error in words for the operator."""
+    # The first line: PostgreSQL's own lines after it point into the SQL text.
+    first = str(error).strip().split("\n", 1)[0]
     if isinstance(error, SchemaMissingError):
         return (
-            f"{error} (the GRAPHILE_WORKER_SCHEMA setting names the schema; run graphile-worker"
+            f"{first} (the GRAPHILE_WORKER_SCHEMA setting names the schema; run graphile-worker"
             " or `graphile-worker-utils migrate` to install it)"
         )
-    return str(error)
+    return first
 
 
 def render(
