@@ -144,12 +144,14 @@ def test_an_operator_runs_a_failed_job_again_and_unlocks_a_crashed_worker(
     operator.wait('tr[data-worker-id="pool-crashed-1"]')
     operator.click('tr[data-worker-id="pool-crashed-1"] a.gw-unlock')
     assert operator.wait("#gw-job-count").text == "1"
+    assert operator.web.save_screenshot(str(tmp_path / "admin-unlock.png"))
     assert operator.web.find_element(By.ID, "gw-queue-count").text == "1"
     assert "would run twice" in operator.web.find_element(By.ID, "gw-unlock-warning").text
     assert "images" in operator.web.find_element(By.ID, "gw-held-queues").text
     operator.click("#gw-confirm-unlock")
     assert operator.messages() == ["Worker 'pool-crashed-1' unlocked: 1 job and 1 queue released"]
     assert "No worker holds a lock." in operator.web.find_element(By.ID, "content-main").text
+    assert operator.web.save_screenshot(str(tmp_path / "admin-workers.png"))
     assert utils.locked_workers() == []
 
 
