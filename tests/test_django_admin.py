@@ -686,6 +686,33 @@ def test_an_unlock_without_confirmation_or_of_an_unknown_worker_changes_nothing(
     assert [w.worker_id for w in admin_world.utils.locked_workers()] == ["worker-a"]
 
 
+def test_each_change_is_recorded_in_the_admins_history(
+    admin_world: AdminWorld, mixed: dict[str, Job]
+) -> None:
+    from django.contrib.admin.models import LogEntry  # type: ignore[import-untyped]
+    from django.test import Client
+
+    user = admin_world.user("change")
+    client = Client()
+    client.force_login(user)
+    failed, running = mixed["failed"], mixed["running"]
+    client.post(
+        JOBS,
+        {"action": "run_now", "reset_attempts": "on", "job_id": [str(failed.id), str(running.id)]},
+    )
+    client.post(JOBS, {"action": "remove", "job_key": "welcome-ada"})
+    client.post(JOBS, {"action": "complete", "job_id": "987654"})  # nothing done, nothing kept
+    client.post(UNLOCK, {"worker_id": "worker-a", "confirm": "yes"})
+    entries = LogEntry.objects.filter(user=user).order_by("id")
+    assert [(e.content_type.model, e.object_id, e.get_change_message()) for e in entries] == [
+        ("job", str(failed.id), "Run now, attempts reset"),
+        ("job", str(mixed["ready"].id), "Removed by key 'welcome-ada'"),
+        ("worker", "worker-a", "Unlocked: 1 job and 1 queue released"),
+    ]
+    index = text(client.get("/admin/"))
+    assert f'href="{detail(failed.id)}"' in index  # "Recent actions" links to the job
+
+
 # -- the app's models and migrations ---------------------------------------------------------
 
 

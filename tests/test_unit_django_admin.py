@@ -119,12 +119,15 @@ def _jobs(*ids: int) -> Any:
 
 
 def test_a_summary_counts_what_was_done_and_names_what_was_skipped() -> None:
-    done = _actions.summary("rescheduled", [1, 2, 3, 4], _jobs(1, 2, 4))
+    done = _actions.summary("rescheduled", [4, 1, 2, 3], _jobs(1, 2, 4), "Run now")
     assert done == _actions.Outcome(
-        "warning", "3 jobs rescheduled, 1 skipped: locked by a worker or gone (job 3)"
+        "warning",
+        "3 jobs rescheduled, 1 skipped: locked by a worker or gone (job 3)",
+        changed=("4", "1", "2"),  # in the order asked, for the history
+        history="Run now",
     )
     assert _actions.summary("completed", [5], _jobs(5)) == _actions.Outcome(
-        "success", "1 job completed"
+        "success", "1 job completed", ("5",)
     )
     many = _actions.summary("completed", list(range(1, 9)), [])
     assert many.text == (

@@ -23,10 +23,14 @@ _NAMED = 5
 @attrs.frozen
 class Outcome:
     """A message for the operator: ``success`` when everything asked was done, ``warning``
-    when some or all of it was skipped."""
+    when some or all of it was skipped; and what the admin's history records."""
 
     level: str
     text: str
+    #: The primary keys (job ids, a worker id) of what was changed, as text.
+    changed: tuple[str, ...] = ()
+    #: The history's change message for each of them.
+    history: str = ""
 
 
 def count(number: int, noun: str) -> str:
@@ -39,16 +43,20 @@ def _ids(ids: Sequence[int]) -> str:
     return shown + (", …" if len(ids) > _NAMED else "")
 
 
-def summary(verb: str, asked: Sequence[int], done: Sequence[Job]) -> Outcome:
+def summary(verb: str, asked: Sequence[int], done: Sequence[Job], history: str = "") -> Outcome:
     """``"3 jobs rescheduled, 1 skipped: locked by a worker or gone (job 17)"``."""
     done_ids = {job.id for job in done}
+    changed = tuple(str(job_id) for job_id in asked if job_id in done_ids)
     skipped = [job_id for job_id in asked if job_id not in done_ids]
     text = f"{count(len(done_ids), 'job')} {verb}"
     if not skipped:
-        return Outcome("success", text)
+        return Outcome("success", text, changed, history)
     which = f"{'job' if len(skipped) == 1 else 'jobs'} {_ids(skipped)}"
     return Outcome(
-        "warning", f"{text}, {len(skipped)} skipped: locked by a worker or gone ({which})"
+        "warning",
+        f"{text}, {len(skipped)} skipped: locked by a worker or gone ({which})",
+        changed,
+        history,
     )
 
 
@@ -60,19 +68,21 @@ def run_now(
     options = RescheduleOptions(run_at=now, attempts=0 if reset_attempts else None)
     done = utils.reschedule_jobs(job_ids, options)
     verb = "rescheduled to run now" + (", attempts reset" if reset_attempts else "")
-    return summary(verb, job_ids, done)
+    history = "Run now" + (", attempts reset" if reset_attempts else "")
+    return summary(verb, job_ids, done, history)
 
 
 def permanently_fail(utils: WorkerUtils, job_ids: Sequence[int], reason: str | None) -> Outcome:
     """Mark the jobs permanently failed with ``reason`` as their last error."""
-    return summary(
-        "marked permanently failed", job_ids, utils.permanently_fail_jobs(job_ids, reason)
-    )
+    done = utils.permanently_fail_jobs(job_ids, reason)
+    history = f"Marked permanently failed: {reason or 'Manually marked as failed'}"
+    return summary("marked permanently failed", job_ids, done, history[:1000])
 
 
 def complete(utils: WorkerUtils, job_ids: Sequence[int]) -> Outcome:
     """Delete the jobs as if they had succeeded."""
-    return summary("completed (deleted)", job_ids, utils.complete_jobs(job_ids))
+    done = utils.complete_jobs(job_ids)
+    return summary("completed (deleted)", job_ids, done, "Completed (deleted as succeeded)")
 
 
 def remove(utils: WorkerUtils, job_key: str) -> Outcome:
@@ -80,20 +90,27 @@ def remove(utils: WorkerUtils, job_key: str) -> Outcome:
     job = utils.remove_job(job_key)
     if job is None:
         return Outcome("warning", f"No job has the key {job_key!r}: nothing removed")
+    changed = (str(job.id),)
     if job.state is not None:  # not deleted: a worker is running it
         return Outcome(
             "warning",
             f"Job {job.id} (key {job_key!r}) is running: it keeps running this once, but lost"
             " its key and will not be retried",
+            changed,
+            f"Removed by key {job_key!r} while running: key and retries dropped",
         )
-    return Outcome("success", f"Job {job.id} (key {job_key!r}) removed")
+    return Outcome(
+        "success", f"Job {job.id} (key {job_key!r}) removed", changed, f"Removed by key {job_key!r}"
+    )
 
 
 def unlock(utils: WorkerUtils, worker_id: str, *, jobs: int, queues: int) -> Outcome:
     """Release what ``worker_id`` holds (``jobs`` and ``queues``: what it held when asked)."""
     utils.force_unlock_workers([worker_id])
+    released = f"{count(jobs, 'job')} and {count(queues, 'queue')} released"
     return Outcome(
         "success",
-        f"Worker {worker_id!r} unlocked: {count(jobs, 'job')} and {count(queues, 'queue')}"
-        " released",
+        f"Worker {worker_id!r} unlocked: {released}",
+        (worker_id,),
+        f"Unlocked: {released}",
     )

@@ -19,6 +19,7 @@ from ._pages import (
     age,
     problem,
     reader,
+    record,
     render,
     require,
     short_error,
@@ -33,7 +34,7 @@ JOB_ACTIONS = {
 }
 
 
-def _perform(request: Any, job_ids: list[int]) -> bool:
+def _perform(model_admin: Any, request: Any, job_ids: list[int]) -> bool:
     """The posted ``action`` on ``job_ids``, in one transaction; told as a message."""
     params = dict(request.POST.lists())
     name = request.POST.get("action", "")
@@ -47,19 +48,24 @@ def _perform(request: Any, job_ids: list[int]) -> bool:
             if name == "run_now":
                 reset = _params.checked(params, "reset_attempts")
                 now = dt.datetime.now(dt.timezone.utc)
-                return _actions.run_now(utils, job_ids, reset_attempts=reset, now=now)
-            if name == "permanently_fail":
-                return _actions.permanently_fail(utils, job_ids, reason)
-            return _actions.complete(utils, job_ids)
+                outcome = _actions.run_now(utils, job_ids, reset_attempts=reset, now=now)
+            elif name == "permanently_fail":
+                outcome = _actions.permanently_fail(utils, job_ids, reason)
+            else:
+                outcome = _actions.complete(utils, job_ids)
+            record(model_admin, request, outcome)
+            return outcome
 
     return act(request, action)
 
 
-def _remove(request: Any) -> bool:
+def _remove(model_admin: Any, request: Any) -> bool:
     def action() -> _actions.Outcome:
         key = _params.job_key(dict(request.POST.lists()))
         with acting() as utils:
-            return _actions.remove(utils, key)
+            outcome = _actions.remove(utils, key)
+            record(model_admin, request, outcome)
+            return outcome
 
     return act(request, action)
 
@@ -135,14 +141,14 @@ def job_list(model_admin: Any, request: Any) -> Any:
     if request.method == "POST":
         require(model_admin.has_change_permission(request))
         if request.POST.get("action") == "remove":
-            _remove(request)
+            _remove(model_admin, request)
         else:
             try:
                 ids = _params.selected_ids(dict(request.POST.lists()))
             except _params.BadParameter as error:
                 tell(request, _actions.Outcome("error", str(error)))
             else:
-                _perform(request, ids)
+                _perform(model_admin, request, ids)
         return HttpResponseRedirect(request.get_full_path())
     context: dict[str, Any] = {"title": "Jobs", "actions": JOB_ACTIONS, "error": None}
     status = 200
@@ -203,7 +209,10 @@ def job_detail(model_admin: Any, request: Any, object_id: str) -> Any:
     if request.method == "POST":
         require(model_admin.has_change_permission(request))
         name = request.POST.get("action")
-        done = _remove(request) if name == "remove" else _perform(request, [job_id])
+        if name == "remove":
+            done = _remove(model_admin, request)
+        else:
+            done = _perform(model_admin, request, [job_id])
         gone = done and name in ("remove", "complete")
         return HttpResponseRedirect(list_url if gone else request.get_full_path())
     try:

@@ -56,6 +56,14 @@ def acting() -> Iterator[WorkerUtils]:
         yield worker_utils(alias)
 
 
+def record(model_admin: Any, request: Any, outcome: Outcome) -> None:
+    """Add what ``outcome`` changed to the admin's history (Django's ``LogEntry``, shown as
+    "Recent actions"), one entry per job or worker, in the action's transaction."""
+    model = model_admin.model
+    for key in outcome.changed:
+        model_admin.log_change(request, model(pk=key), outcome.history)
+
+
 def require(allowed: bool) -> None:
     """Refuse the request (403) unless ``allowed``."""
     if not allowed:

@@ -14,7 +14,19 @@ from ..._reads import LockedWorker
 from ..._status import StatusGroup
 from ..._types import JobState
 from . import _actions, _params
-from ._pages import STATE_LABELS, act, acting, age, duration, problem, reader, render, require, tell
+from ._pages import (
+    STATE_LABELS,
+    act,
+    acting,
+    age,
+    duration,
+    problem,
+    reader,
+    record,
+    render,
+    require,
+    tell,
+)
 
 #: Jobs of a worker the confirmation page lists (it says how many more there are).
 SHOWN_JOBS = 100
@@ -97,7 +109,7 @@ def _confirm_context(worker_id: str) -> dict[str, Any] | None:
     }
 
 
-def _unlock(request: Any, worker_id: str) -> None:
+def _unlock(model_admin: Any, request: Any, worker_id: str) -> None:
     def action() -> _actions.Outcome:
         with acting() as utils:
             worker = _holdings(utils, worker_id)
@@ -105,9 +117,11 @@ def _unlock(request: Any, worker_id: str) -> None:
                 return _actions.Outcome(
                     "warning", f"Worker {worker_id!r} holds no locks: nothing was unlocked"
                 )
-            return _actions.unlock(
+            outcome = _actions.unlock(
                 utils, worker_id, jobs=worker.job_count, queues=worker.queue_count
             )
+            record(model_admin, request, outcome)
+            return outcome
 
     act(request, action)
 
@@ -128,7 +142,7 @@ def unlock(model_admin: Any, request: Any) -> Any:
         if request.POST.get("confirm") != "yes":
             tell(request, _actions.Outcome("error", "confirm: unlocking was not confirmed"))
         else:
-            _unlock(request, worker_id)
+            _unlock(model_admin, request, worker_id)
         return HttpResponseRedirect(overview_url)
     try:
         context = _confirm_context(worker_id)
