@@ -625,8 +625,8 @@ def test_the_overview_counts_jobs_per_task_and_queue_and_shows_locks(
     response = admin_world.client("view").get(OVERVIEW)
     assert response.status_code == 200
     page = text(response)
-    rows = dict(re.findall(r'<tr data-task="([^"]*)" data-queue="([^"]*)">', page))
-    assert rows == {"report": "", "send_email": "mail"} or len(rows) == 2
+    groups = re.findall(r'<tr data-task="([^"]*)" data-queue="([^"]*)">', page)
+    assert groups == [("report", ""), ("send_email", ""), ("send_email", "mail")]
     mail_row = page[page.index('data-task="send_email" data-queue="mail"') :].split("</tr>")[0]
     cells = re.findall(r"<td>(.*?)</td>", mail_row)
     counts = [re.sub(r"<[^>]+>", "", cell) for cell in cells[2:7]]
