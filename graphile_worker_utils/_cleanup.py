@@ -118,7 +118,8 @@ def run_cleanup(
 ) -> dict[CleanupTask, int]:
     """Run the ``wanted`` tasks on ``conn`` in graphile-worker's order; return the counts.
 
-    ``older_than`` keeps the permanently failed jobs updated more recently than that.
+    ``older_than`` keeps the permanently failed jobs active more recently than that (see
+    ``sql/cleanup_delete_permanently_failed_jobs.sql.j2``).
 
     Where the library owns the transaction, each step is a short transaction of its own;
     inside the caller's, the whole run is one savepoint (an error leaves nothing behind).

@@ -513,9 +513,12 @@ class WorkerUtils:
         """Run maintenance and return how many rows each task removed.
 
         ``older_than`` (a ``timedelta`` >= 0) limits ``DELETE_PERMANENTLY_FAILED_JOBS`` to the
-        jobs last updated before ``now() - older_than`` (a failing job is updated by its last
-        failure): keep a week of failures for inspection with ``timedelta(days=7)``. It has no
-        effect on the other tasks.
+        jobs whose last activity, the later of ``updated_at`` and ``run_at``, is before
+        ``now() - older_than``: keep a week of failures for inspection with
+        ``timedelta(days=7)``. Both columns count because graphile-worker's workers leave
+        ``updated_at`` as it was when a job fails and set ``run_at`` past the failure instead;
+        a worker's last failure may so be kept up to its back-off (under 7 hours) longer. It
+        has no effect on the other tasks.
 
         The tasks run in graphile-worker's order (permanently failed jobs, then task
         identifiers, then queues), whatever order they are named in. Locked jobs and queues

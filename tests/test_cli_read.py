@@ -348,13 +348,14 @@ def test_workers_refuses_a_duration_without_a_unit(dsn: str, migrated: str) -> N
 
 
 def failed_job(conn: psycopg.Connection[Any], schema: str, updated: str) -> int:
-    """Set-up: a permanently failed job last updated ``updated`` ago; its id."""
+    """Set-up: a permanently failed job last active (updated, due) ``updated`` ago; its id."""
     job_id = add(conn, schema, max_attempts=1)
     execute(
         conn,
         schema,
         "update {s}._private_jobs set attempts = 1, last_error = 'boom',"
-        " updated_at = now() - %s::interval where id = %s",
+        " updated_at = now() - %s::interval, run_at = now() - %s::interval where id = %s",
+        updated,
         updated,
         job_id,
     )
@@ -382,7 +383,7 @@ def test_cleanup_older_than_deletes_only_the_old_failures(
 
     assert done.stdout == (
         "DELETE_PERMANENTLY_FAILED_JOBS: deleted 1 permanently failed jobs"
-        " last updated more than 7d ago\n"
+        " last active more than 7d ago\n"
     )
     assert [row["id"] for row in jobs(conn, migrated)] == [recent, alive]
     again = cli(

@@ -1,5 +1,6 @@
 """The read side on what the real graphile-worker 0.18.0 does: the locks it takes while a task
-runs, the failures it writes back, and the locks a killed worker leaves behind."""
+runs, the failures it writes back, the locks a killed worker leaves behind, and aged cleanup of
+the failures it wrote."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Callable
 
 from psycopg import sql
 
-from graphile_worker_utils import Job, JobSpec, JobState, LockedWorker
+from graphile_worker_utils import CleanupTask, Job, JobSpec, JobState, LockedWorker
 from tests._worker import Interop, wait_until
 
 
@@ -109,3 +110,35 @@ def test_a_killed_workers_locks_are_found_and_go_stale_after_four_hours(
     utils.force_unlock_workers([old.worker_id])
     assert utils.locked_workers() == []
     assert read(interop, job.id).state is JobState.READY
+
+
+def test_aged_cleanup_keeps_a_job_added_long_ago_that_graphile_worker_failed_just_now(
+    interop: Interop,
+) -> None:
+    # graphile-worker's failure leaves updated_at as the enqueue set it: an old job that fails
+    # now must still count as a recent failure.
+    utils = interop.utils
+    worker = interop.start({"slow": {"block": True}})
+    with interop.conn.transaction():  # the worker sees the job only once it is 30 days old
+        job = utils.using(interop.conn).add_raw_job("slow", {}, JobSpec(max_attempts=1))
+        interop.conn.execute(
+            sql.SQL(
+                "update {}._private_jobs set created_at = now() - interval '30 days',"
+                " updated_at = now() - interval '30 days', run_at = now() - interval '30 days'"
+                " where id = %s"
+            ).format(sql.Identifier(interop.schema)),
+            [job.id],
+        )
+    worker.wait_started(job.id)
+    worker.release(job.id, "fail")
+    worker.wait_completed(job.id)
+    failed = wait_job(
+        interop, job.id, lambda j: j.state is JobState.PERMANENTLY_FAILED, "permanently failed"
+    )
+    worker.stop()
+    assert failed.updated_at < failed.created_at + dt.timedelta(days=1), failed
+
+    task = CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS
+    assert utils.cleanup([task], older_than=dt.timedelta(days=7)) == {task: 0}
+    assert read(interop, job.id).last_error
+    assert utils.cleanup([task]) == {task: 1}

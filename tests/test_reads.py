@@ -379,14 +379,15 @@ def test_cleanup_older_than_keeps_recent_failures(
             conn,
             schema,
             job_id,
-            f"attempts = max_attempts, updated_at = now() - interval '{age}'",
+            f"attempts = max_attempts, updated_at = now() - interval '{age}',"
+            f" run_at = now() - interval '{age}'",
         )
     set_job(
         conn,
         schema,
         locked,
         "attempts = max_attempts, updated_at = now() - interval '30 days',"
-        " locked_at = now(), locked_by = 'w'",
+        " run_at = now() - interval '30 days', locked_at = now(), locked_by = 'w'",
     )
     task = CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS
     seven_days = dt.timedelta(days=7)

@@ -136,8 +136,9 @@ def _register_cleanup(commands: Commands) -> None:
         "--older-than",
         type=_duration,
         metavar="DURATION",
-        help="DELETE_PERMANENTLY_FAILED_JOBS deletes only the jobs last updated longer ago than"
-        " this (7d, 12h, 1h30m; units s, m, h, d): the newer ones stay for inspection",
+        help="DELETE_PERMANENTLY_FAILED_JOBS deletes only the jobs whose last activity (the"
+        " later of updated_at and run_at) is longer ago than this (7d, 12h, 1h30m; units s, m,"
+        " h, d): the newer ones stay for inspection",
     )
     _add_json_option(cleanup)
 
@@ -283,6 +284,6 @@ def cmd_cleanup(ctx: Context) -> int:
     for task, count in removed.items():
         what = _CLEANUP_DESCRIPTIONS[task.name]
         if task is CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS and args.older_than is not None:
-            what += f" last updated more than {format_duration(args.older_than)} ago"
+            what += f" last active more than {format_duration(args.older_than)} ago"
         ctx.out(f"{task.name}: deleted {count} {what}")
     return ExitCode.OK
