@@ -198,7 +198,7 @@ def _bounded_int(low: int, high: int) -> Callable[[str], int]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} is not in {low}..{high:_}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not in {low}..{high}")
         return value
 
     parse.__name__ = "integer"
