@@ -532,6 +532,25 @@ def test_reschedule_changes_only_the_given_options(
     assert row["run_at"].isoformat().startswith("2032-02-02T02:02:02")
 
 
+def test_reschedule_run_at_now_makes_a_failed_job_due_at_once(
+    dsn: str, migrated: str, conn: psycopg.Connection[Any]
+) -> None:
+    job_id = add(conn, migrated, "t", max_attempts=1)
+    execute(
+        conn,
+        migrated,
+        "update {s}._private_jobs set attempts = 1, run_at = now() + interval '6 hours'"
+        " where id = %s",
+        job_id,
+    )
+    before = dt.datetime.now(dt.timezone.utc)
+    done = cli(dsn, migrated, "reschedule", str(job_id), "--attempts", "0", "--run-at", "NOW")
+    assert done.returncode == 0, done.stderr
+    (row,) = jobs(conn, migrated)
+    assert before <= row["run_at"] <= dt.datetime.now(dt.timezone.utc), row
+    assert row["attempts"] == 0
+
+
 def test_reschedule_refuses_a_naive_run_at(dsn: str, migrated: str) -> None:
     assert_one_line_error(
         cli(dsn, migrated, "reschedule", "1", "--run-at", "2032-02-02 02:02"), ExitCode.USAGE

@@ -42,10 +42,13 @@ if TYPE_CHECKING:
 
 
 def _aware_datetime(text: str) -> dt.datetime:
-    """argparse type: an ISO 8601 date-time with a UTC offset (``Z`` allowed)."""
+    """argparse type: an ISO 8601 date-time with a UTC offset (``Z`` allowed), or ``now``
+    (this machine's clock, in UTC)."""
     import datetime as dt
 
     value = text.strip()
+    if value.lower() == "now":
+        return dt.datetime.now(dt.timezone.utc)
     if value.endswith(("Z", "z")):
         value = value[:-1] + "+00:00"
     try:

@@ -44,7 +44,8 @@ def _register_add_job(commands: Commands) -> None:
         "--run-at",
         type=_aware_datetime,
         metavar="ISO8601",
-        help="when it may run, with a UTC offset (2030-01-31T09:00:00+01:00); default now",
+        help="when it may run, with a UTC offset (2030-01-31T09:00:00+01:00), or now (the"
+        " default: the database's now())",
     )
     add_job.add_argument("--priority", type=int, help="lower runs first (default 0)")
     add_job.add_argument("--max-attempts", type=int, help="attempts before failing (default 25)")

@@ -27,7 +27,7 @@ one (`--after ID`; in JSON, "next_after"). Payloads are left out: `show` prints 
 states: ready (due), scheduled (not due yet, never attempted), running (locked less than 4
 hours ago), retrying (failed, attempts left, waiting for its run_at), permanently_failed
 (attempts used up). Retry failed jobs with
-`reschedule ID... --attempts 0 --run-at $(date -u +%FT%TZ)`, drop them with `complete ID...`."""
+`reschedule ID... --attempts 0 --run-at now`, drop them with `complete ID...`."""
 
 SHOW_DESCRIPTION = """\
 Print every field of one job, its payload pretty-printed and its whole last error. A job that

@@ -68,7 +68,7 @@ def _register_job_commands(commands: Commands) -> None:
         "--run-at",
         type=_aware_datetime,
         metavar="ISO8601",
-        help="when they may run next, with a UTC offset (2030-01-31T09:00:00+01:00)",
+        help="when they may run next, with a UTC offset (2030-01-31T09:00:00+01:00), or now",
     )
     reschedule.add_argument(
         "--priority", type=int, help="their priority (lower runs first; -32768..32767)"
