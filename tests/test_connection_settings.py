@@ -414,7 +414,10 @@ def op_locked_workers(utils: WorkerUtils, env: Env) -> None:
 def op_cleanup_older_than(utils: WorkerUtils, env: Env) -> Verify:
     old, recent = env.seed.add_raw_jobs([RawJobSpec("a", {"n": 1}), RawJobSpec("a", {"n": 2})])
     env.seed.permanently_fail_jobs([old.id, recent.id])
-    query = sql.SQL("update {} set updated_at = now() - interval '8 days' where id = %s")
+    query = sql.SQL(
+        "update {} set updated_at = now() - interval '8 days', run_at = now() - interval '8 days'"
+        " where id = %s"
+    )
     env.observer.execute(query.format(env.table("_private_jobs")), [old.id])
     task = CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS
     assert utils.cleanup([task], older_than=dt.timedelta(days=7)) == {task: 1}

@@ -69,7 +69,8 @@ def test_reads_work_on_an_older_schema_as_it_is(
     execute(
         conn,
         schema,
-        "update {s}._private_jobs set updated_at = now() - interval '9 days' where id = %s",
+        "update {s}._private_jobs set updated_at = now() - interval '9 days',"
+        " run_at = now() - interval '9 days' where id = %s",
         failed.id,
     )
 
