@@ -18,6 +18,7 @@ from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from ._cursors import CursorCache
 from ._errors import ConnectionStateError, DatabaseError, GraphileWorkerError, SchemaMissingError
 from ._probe import probe
 
@@ -119,12 +120,14 @@ class Connector:
     """The caller's connection or a pool, for one schema: hands out the connection each
     operation runs on, and says whether the library owns its transaction."""
 
-    __slots__ = ("owns_pool", "schema", "target")
+    __slots__ = ("cursors", "owns_pool", "schema", "target")
 
     def __init__(self, target: ConnectionOrPool, schema: str, *, owns_pool: bool = False) -> None:
         self.target = target
         self.schema = schema
         self.owns_pool = owns_pool
+        #: Cursors kept for single enqueues on the target's connections (see CursorCache).
+        self.cursors = CursorCache()
 
     def close(self) -> None:
         """Close the pool if this connector opened it; otherwise do nothing."""

@@ -60,8 +60,11 @@ def add_job(connector: Connector, params: dict[str, Any], spec: JobSpec) -> Job:
     identifier = params["identifier"]
     for attempt in range(1, KEY_RACE_ATTEMPTS + 1):
         with connector.connection(single_statement=True) as (conn, owned):
-            check_params(conn, params.items())
-            row, raised = _send_one(conn, connector.schema, query, params)
+            encoding = conn.info.encoding
+            if encoding != "utf-8":
+                check_params(conn, params.items())
+            cur = connector.cursors.get(conn, encoding)
+            row, raised = _send_one(cur, connector.schema, query, params)
             if row is not None and row[ID] is not None:
                 return single_job(row, identifier, spec.queue_name)
             if spec.job_key is None and raised is None:
@@ -77,15 +80,15 @@ def add_job(connector: Connector, params: dict[str, Any], spec: JobSpec) -> Job:
 
 
 def _send_one(
-    conn: psycopg.Connection[Any], schema: str, query: Any, params: dict[str, Any]
+    cur: LibraryCursor, schema: str, query: bytes, params: dict[str, Any]
 ) -> tuple[Any, psycopg.Error | None]:
     """add_job's row, or the error with which graphile_worker_rs's add_job reports the job-key
-    race (SQLSTATE GWNOR) where graphile-worker returns a row of nulls."""
+    race (SQLSTATE GWNOR) where graphile-worker returns a row of nulls. ``cur`` is kept for
+    the next call (see CursorCache), so ``query`` must be the catalog's own object."""
     with wrap_exceptions("add_job", schema):
         try:
-            with _cursor(conn) as cur:
-                cur.execute(query, params, binary=True)
-                return cur.fetchone(), None
+            cur.execute(query, params, binary=True)
+            return cur.fetchone(), None
         except psycopg.Error as error:
             if error.sqlstate != RUST_KEY_RACE_SQLSTATE:
                 raise
