@@ -9,8 +9,9 @@ inside the caller's (whose transaction the crate's error has aborted).
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
-from typing import Any
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import contextmanager, nullcontext
+from typing import Any, cast
 
 import psycopg
 from psycopg import errors as pg_errors
@@ -20,7 +21,7 @@ from ._connector import Connector, client_encoding, codec, wrap_exceptions
 from ._cursors import LibraryCursor
 from ._cursors import cursor as _cursor
 from ._errors import DatabaseError, JobKeyRaceError
-from ._rows import ID, label_rows, labelled, names_to_look_up, single_job
+from ._rows import ID, Row, label_rows, labelled, names_to_look_up, single_job
 from ._templates import catalog
 from ._transactions import atomic
 from ._types import Job, JobSpec
@@ -44,6 +45,8 @@ _INVISIBLE_ROWS = (
 )
 #: How many rows of a batch's result are turned into jobs at a time.
 FETCH_SLICE = 2000
+# Whether psycopg's libpq can stream a result in chunks (libpq 17 or later).
+_CHUNKS = psycopg.capabilities.has_stream_chunked()
 
 
 def check_params(conn: psycopg.Connection[Any], texts: Any) -> None:
@@ -117,7 +120,9 @@ def add_jobs(connector: Connector, batch: Batch) -> list[Job]:
             with wrap_exceptions("add_jobs", connector.schema):
                 try:
                     with nullcontext() if single else atomic(conn, owned=owned):
-                        return _run_batch(conn, connector.schema, batch)
+                        # Only a keyed batch in a transaction of ours is ever sent again.
+                        keep = owned and bool(batch.keys)
+                        return _run_batch(conn, connector.schema, batch, keep_sent=keep)
                 except pg_errors.InvalidTextRepresentation as error:
                     if _KEY_RACE_MARKER not in str(error):
                         raise
@@ -142,19 +147,50 @@ def _refuse_race(error: psycopg.Error, batch: Batch, *, owned: bool, last: bool)
         ) from error
 
 
-def _run_batch(conn: psycopg.Connection[Any], schema: str, batch: Batch) -> list[Job]:
+def _run_batch(
+    conn: psycopg.Connection[Any], schema: str, batch: Batch, *, keep_sent: bool
+) -> list[Job]:
+    """Send the batch's statements and build their jobs. Unless ``keep_sent`` (for a retry),
+    each statement's JSON is dropped from the batch once sent, before its jobs are built."""
     query = catalog.render("add_jobs", schema)
     result: list[Job] = []
     with _cursor(conn) as cur:
         for statement in batch.statements:
-            cur.execute(query, statement.params, binary=True)
-            result.extend(_label(cur, schema, statement))
+            with _sent(cur, query, statement.params) as rows:
+                if not keep_sent:
+                    statement.forget_params()
+                result.extend(_label(cur, schema, statement, rows))
     return result
 
 
-def _label(cur: LibraryCursor, schema: str, statement: Statement) -> list[Job]:
+@contextmanager
+def _sent(
+    cur: LibraryCursor, query: bytes, params: dict[str, Any]
+) -> Iterator[Iterable[Iterable[Row]]]:
+    """Run ``query``; its rows, a slice at a time. With libpq 17 or later (outside a
+    pipeline) the server sends them in chunks, so the client never holds a whole
+    10,000-row result beside the jobs built from it."""
+    if not _CHUNKS or cur.connection.pgconn.pipeline_status:
+        cur.execute(query, params, binary=True)
+        yield iter(lambda: cur.fetchmany(FETCH_SLICE), [])
+        return
+    rows = cast(
+        "Generator[Row, None, None]", cur.stream(query, params, binary=True, size=FETCH_SLICE)
+    )
+    # A stream holds the connection's lock until it ends: it is closed, whatever happens,
+    # before anything else (a savepoint's rollback) is sent.
+    try:
+        first = next(rows, None)  # sends the statement; raises what the server raised
+        yield () if first is None else ((first,), rows)
+    finally:
+        rows.close()
+
+
+def _label(
+    cur: LibraryCursor, schema: str, statement: Statement, rows: Iterable[Iterable[Row]]
+) -> list[Job]:
     """Jobs from the add_jobs result, naming tasks and queues the call itself created."""
-    labelling = label_rows(iter(lambda: cur.fetchmany(FETCH_SLICE), []))
+    labelling = label_rows(rows)
     if not labelling.unnamed:
         return labelling.jobs
     task_ids, queue_ids = names_to_look_up(labelling, statement.identifiers, statement.queue_names)

@@ -143,7 +143,7 @@ class Labelling:
     queue_names: dict[int, str] = attrs.field(factory=dict)
 
 
-def label_rows(chunks: Iterable[list[Row]]) -> Labelling:
+def label_rows(chunks: Iterable[Iterable[Row]]) -> Labelling:
     """Jobs from an add_jobs result, read a chunk of rows at a time (so that a large batch
     never holds every row tuple beside every job); names known from the rows are kept."""
     result = Labelling()
@@ -158,9 +158,10 @@ def label_rows(chunks: Iterable[list[Row]]) -> Labelling:
             if task_name is None or (queue_name is None and row[queue_id_at] is not None):
                 unnamed.append(len(jobs))
             else:
-                task_names[row[task_id_at]] = task_name
+                # Every row carries its own copy of the names: the jobs share the first one.
+                task_name = task_names.setdefault(row[task_id_at], task_name)
                 if queue_name is not None:
-                    queue_by_id[row[queue_id_at]] = queue_name
+                    queue_name = queue_by_id.setdefault(row[queue_id_at], queue_name)
             jobs.append(job_from_row(row, task_name, queue_name, at))
     return result
 
