@@ -149,16 +149,22 @@ class Connector:
                 _check_schema_encoding(conn, self.schema)
                 yield conn, True
             return
+        yield self.callers(target)
+
+    def callers(self, target: psycopg.Connection[Any]) -> tuple[psycopg.Connection[Any], bool]:
+        """The caller's connection ``target`` (checked: open, its transaction not failed) and
+        whether the library owns its transaction; for :meth:`connection`, and for single
+        statements that skip its context manager."""
         if target.closed:
             raise ConnectionStateError("the connection is closed")
-        status = target.info.transaction_status
+        status = target.pgconn.transaction_status
         if status == pq.TransactionStatus.INERROR:
             raise ConnectionStateError(
                 "the connection's transaction has already failed (an earlier statement raised);"
                 " roll it back before using graphile_worker_utils on it"
             )
         _check_schema_encoding(target, self.schema)
-        yield target, target.autocommit and status == pq.TransactionStatus.IDLE
+        return target, target.autocommit and status == pq.TransactionStatus.IDLE
 
     @contextmanager
     def _pooled(

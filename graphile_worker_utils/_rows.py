@@ -75,19 +75,21 @@ def job_from_row(
         _,
         _,
     ) = row
-    # Our cursors load timestamptz as microseconds (see _cursors.instant).
+    # Our cursors load timestamptz as microseconds (see _cursors.instant). A new job's three
+    # instants are mostly one (now()): made into a datetime once.
+    created = at(created_at)
     return Job(
         id_,
         task_identifier,
         queue_name,
         payload_json,
         priority,
-        at(run_at),
+        created if run_at == created_at else at(run_at),
         attempts,
         max_attempts,
         last_error,
-        at(created_at),
-        at(updated_at),
+        created,
+        created if updated_at == created_at else at(updated_at),
         key,
         None if locked_at is None else at(locked_at),
         locked_by,
