@@ -33,6 +33,7 @@ if TYPE_CHECKING:
         JobScheduleFailed,
         JobScheduleSkipped,
         MigrationError,
+        PayloadNotLoadedError,
         SchemaMissingError,
         SchemaTooOldError,
         UnsupportedServerError,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
         SchemaStatus,
     )
     from ._payload import dumps as dumps_payload
+    from ._reads import LockedWorker
     from ._status import LockedQueue, StateCounts, StatusGroup, StatusReport
     from ._types import (
         CleanupTask,
@@ -77,6 +79,7 @@ _LOCATIONS = {
     "JobScheduleFailed": "_errors",
     "JobScheduleSkipped": "_errors",
     "MigrationError": "_errors",
+    "PayloadNotLoadedError": "_errors",
     "SchemaMissingError": "_errors",
     "SchemaTooOldError": "_errors",
     "UnsupportedServerError": "_errors",
@@ -91,6 +94,7 @@ _LOCATIONS = {
     "SchemaState": "_migrations",
     "SchemaStatus": "_migrations",
     "dumps_payload": "_payload",
+    "LockedWorker": "_reads",
     "LockedQueue": "_status",
     "StateCounts": "_status",
     "StatusGroup": "_status",
@@ -132,8 +136,10 @@ __all__ = [
     "JobSpec",
     "JobState",
     "LockedQueue",
+    "LockedWorker",
     "MigrationError",
     "MigrationReport",
+    "PayloadNotLoadedError",
     "RawJobSpec",
     "RescheduleOptions",
     "SchemaMissingError",

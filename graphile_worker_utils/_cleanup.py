@@ -10,6 +10,7 @@ without ever queueing for the lock, and retry while it is taken.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import time
@@ -113,8 +114,12 @@ def run_cleanup(
     wanted: set[CleanupTask],
     keep: list[str],
     busy_timeout: float,
+    older_than: dt.timedelta | None = None,
 ) -> dict[CleanupTask, int]:
     """Run the ``wanted`` tasks on ``conn`` in graphile-worker's order; return the counts.
+
+    ``older_than`` keeps the permanently failed jobs active more recently than that (see
+    ``sql/cleanup_delete_permanently_failed_jobs.sql.j2``).
 
     Where the library owns the transaction, each step is a short transaction of its own;
     inside the caller's, the whole run is one savepoint (an error leaves nothing behind).
@@ -126,7 +131,10 @@ def run_cleanup(
             _require_read_committed(conn)
         if CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS in wanted:
             with atomic(conn, owned=owned), _cursor(conn) as cur:
-                cur.execute(catalog.render("cleanup_delete_permanently_failed_jobs", schema))
+                cur.execute(
+                    catalog.render("cleanup_delete_permanently_failed_jobs", schema),
+                    {"older_than": older_than},
+                )
                 removed[CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS] = _count(cur)
         if collections:
             removed.update(_collect(conn, schema, owned, collections, keep, busy_timeout, removed))

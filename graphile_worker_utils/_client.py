@@ -3,7 +3,7 @@
 Each method checks its arguments and prepares its statement parameters with pure functions
 (:mod:`._batch`, :mod:`._tasks`, :mod:`._maintenance`), gets a connection from its
 :class:`._connector.Connector`, and runs the statement (:mod:`._enqueue`, :mod:`._maintenance`,
-:mod:`._cleanup`, :mod:`._migrations`, :mod:`._status`) under
+:mod:`._cleanup`, :mod:`._migrations`, :mod:`._status`, :mod:`._reads`) under
 :func:`._connector.wrap_exceptions`.
 """
 
@@ -36,6 +36,16 @@ from ._maintenance import fetch, job_ids, reschedule_params, worker_ids
 from ._migrations import MigrationReport, SchemaStatus
 from ._payload import JsonDumps
 from ._public import public
+from ._reads import (
+    LockedWorker,
+    job_id_param,
+    job_key_param,
+    list_query,
+    locked_workers_from_rows,
+    older_than_param,
+    one_job,
+    read,
+)
 from ._rows import ID, jobs_from_rows
 from ._status import StatusReport, read_status, status_filters
 from ._tasks import raw_jobs, task_identifier, task_payload
@@ -46,9 +56,11 @@ from ._types import (
     CleanupTask,
     Job,
     JobSpec,
+    JobState,
     RawJobSpec,
     RescheduleOptions,
     Task,
+    check_duration,
     check_items,
     check_text,
 )
@@ -285,6 +297,79 @@ class WorkerUtils:
             with wrap_exceptions("status", self._schema):
                 return read_status(conn, self._schema, filters)
 
+    # -- reading --------------------------------------------------------------------------
+
+    def get_job(self, job_id: int) -> Job | None:
+        """The job with ``job_id`` (its payload and :class:`JobState` included), None when
+        there is none; writes nothing.
+
+        On a connection it joins the open transaction and sees its uncommitted jobs. A job
+        whose task row is gone is not found (graphile-worker's ``jobs`` view hides it too).
+        """
+        return one_job(read(self._connector, "get_job", job_id_param(job_id)))
+
+    def get_job_by_key(self, job_key: str) -> Job | None:
+        """The job with this ``job_key``, None when no job has it; writes nothing.
+
+        A running job that :meth:`remove_job` detached, or that a newer job with the same key
+        replaced while it ran, has lost its key and is found only by id.
+        """
+        return one_job(read(self._connector, "get_job_by_key", job_key_param(job_key)))
+
+    def list_jobs(
+        self,
+        *,
+        task_identifiers: Iterable[str] | None = None,
+        queue_names: Iterable[str] | None = None,
+        states: Iterable[JobState | str] | None = None,
+        locked_by: str | None = None,
+        after_id: int | None = None,
+        limit: int = 100,
+        include_payload: bool = False,
+    ) -> list[Job]:
+        """A page of jobs in id order: those after ``after_id``, at most ``limit`` (1..10 000);
+        writes nothing.
+
+        Each filter is None (no filter) or a list; the filters combine with AND (a queue filter
+        leaves out the jobs outside any queue). ``states`` are :class:`JobState` members or
+        their values; ``locked_by`` matches the worker id of any lock, a stale one included.
+        The next page starts after the last job: ``after_id=jobs[-1].id``; a page shorter than
+        ``limit`` is the last. Keyset pages never repeat or skip a job that existed throughout,
+        whatever is added meanwhile (new jobs get higher ids and show on later pages).
+
+        Payloads are left out unless ``include_payload``: each job's ``payload_json`` is then
+        None and its ``payload`` raises :class:`PayloadNotLoadedError`.
+
+        A page walks graphile-worker's primary key in id order and stops after ``limit``
+        matching jobs, so a filter that matches few jobs of a large table (a rare task,
+        ``locked_by``, ``RUNNING``) reads the rest of the table: graphile-worker has no index
+        that could serve it, and this library adds none to its schema.
+        """
+        query = list_query(
+            task_identifiers=task_identifiers,
+            queue_names=queue_names,
+            states=states,
+            locked_by=locked_by,
+            after_id=after_id,
+            limit=limit,
+            include_payload=include_payload,
+        )
+        return jobs_from_rows(read(self._connector, "list_jobs", query.params, **query.clauses))
+
+    def locked_workers(self, *, older_than: dt.timedelta | None = None) -> list[LockedWorker]:
+        """The workers holding locks on jobs or queues, oldest lock first; writes nothing.
+
+        With ``older_than``, only the workers whose oldest lock is older than that: the way to
+        find crashed workers, whose ids :meth:`force_unlock_workers` takes. Stale locks (over
+        four hours) count. Be sure a worker is dead before unlocking it: a live worker keeps
+        running the jobs it holds, and once they are unlocked another worker runs them too
+        (twice, side effects included), and the queue it holds runs two jobs at once. A long
+        job holds its lock for as long as it runs; graphile-worker's own recovery waits four
+        hours.
+        """
+        rows = read(self._connector, "locked_workers", older_than_param(older_than))
+        return locked_workers_from_rows(rows)
+
     # -- enqueueing -----------------------------------------------------------------------
 
     def add_job(self, task: Task, spec: JobSpec | None = None) -> Job:
@@ -424,8 +509,17 @@ class WorkerUtils:
         task_identifiers_to_keep: Iterable[str] = (),
         *,
         busy_timeout: float = CLEANUP_BUSY_TIMEOUT,
+        older_than: dt.timedelta | None = None,
     ) -> dict[CleanupTask, int]:
         """Run maintenance and return how many rows each task removed.
+
+        ``older_than`` (a ``timedelta`` >= 0) limits ``DELETE_PERMANENTLY_FAILED_JOBS`` to the
+        jobs whose last activity, the later of ``updated_at`` and ``run_at``, is before
+        ``now() - older_than``: keep a week of failures for inspection with
+        ``timedelta(days=7)``. Both columns count because graphile-worker's workers leave
+        ``updated_at`` as it was when a job fails and set ``run_at`` past the failure instead;
+        a worker's last failure may so be kept up to its back-off (under 7 hours) longer. It
+        has no effect on the other tasks.
 
         The tasks run in graphile-worker's order (permanently failed jobs, then task
         identifiers, then queues), whatever order they are named in. Locked jobs and queues
@@ -446,6 +540,7 @@ class WorkerUtils:
         wanted = wanted_tasks(tasks)
         keep = keep_list(task_identifiers_to_keep)
         timeout = busy_timeout_seconds(busy_timeout)
+        older = check_duration("older_than", older_than)
         with (
             operation_span("cleanup", self._schema, enqueue=False),
             self._connector.connection() as (conn, owned),
@@ -453,7 +548,13 @@ class WorkerUtils:
             check_params(conn, [("task_identifiers_to_keep", keep)])
             with wrap_exceptions("cleanup", self._schema):
                 return run_cleanup(
-                    conn, self._schema, owned=owned, wanted=wanted, keep=keep, busy_timeout=timeout
+                    conn,
+                    self._schema,
+                    owned=owned,
+                    wanted=wanted,
+                    keep=keep,
+                    busy_timeout=timeout,
+                    older_than=older,
                 )
 
 

@@ -63,6 +63,12 @@ class InvalidJobSpec(GraphileWorkerError, ValueError):
 
 
 @public
+class PayloadNotLoadedError(GraphileWorkerError):
+    """``Job.payload`` of a job read without its payload: :meth:`WorkerUtils.list_jobs`
+    leaves payloads out unless ``include_payload=True`` (its ``payload_json`` is None)."""
+
+
+@public
 class JobScheduleSkipped(GraphileWorkerError):
     """A before-schedule hook skipped the job; nothing was written."""
 

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from ._cursors import instant
-from ._types import Job
+from ._types import Job, JobState
 
 Row = tuple[Any, ...]
 
@@ -37,6 +37,7 @@ JOB_COLUMNS = (
     "flags",
     "task_identifier",
     "queue_name",
+    "state",
 )
 ID = JOB_COLUMNS.index("id")
 TASK_ID = JOB_COLUMNS.index("task_id")
@@ -45,6 +46,10 @@ JOB_QUEUE_ID = JOB_COLUMNS.index("job_queue_id")
 TASK_IDENTIFIER = JOB_COLUMNS.index("task_identifier")
 #: The queue's name, null outside any queue and when the statement's own call created it.
 QUEUE_NAME = JOB_COLUMNS.index("queue_name")
+
+# JobState by value: a dict lookup is several times faster than JobState(value), and takes
+# the null of a deleted job to None.
+_STATES: dict[str | None, JobState] = {state.value: state for state in JobState}
 
 
 def job_from_row(
@@ -74,6 +79,7 @@ def job_from_row(
         flags,
         _,
         _,
+        state,
     ) = row
     # Our cursors load timestamptz as microseconds (see _cursors.instant). A new job's three
     # instants are mostly one (now()): made into a datetime once.
@@ -97,6 +103,7 @@ def job_from_row(
         None if flags is None else list(flags),
         task_id,
         job_queue_id,
+        _STATES.get(state),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import attrs
 
-from ._errors import InvalidJobSpec
+from ._errors import InvalidJobSpec, PayloadNotLoadedError
 from ._public import public
 
 SMALLINT_MIN, SMALLINT_MAX = -32768, 32767
@@ -40,13 +40,36 @@ class JobKeyMode(str, enum.Enum):
 
 @public
 class JobState(str, enum.Enum):
-    """Where a job stands; every job is in exactly one state (:meth:`WorkerUtils.status`)."""
+    """Where a job stands, as of the statement that read it (the database's ``now()``).
+
+    Every job is in exactly one state; :meth:`WorkerUtils.status` counts them,
+    :meth:`WorkerUtils.list_jobs` filters by them and every returned :class:`Job` carries its
+    own (``Job.state``). A lock counts only within graphile-worker's four-hour window
+    (``locked_at`` later than ``now() - 4 hours``).
+
+    Edge cases:
+
+    - A lock older than four hours is stale: the job is no longer ``RUNNING`` but ready,
+      retrying, scheduled or permanently failed by its other columns, as graphile-worker's
+      maintenance functions (and ``complete_jobs``, ``reschedule_jobs`` ...) treat it. Its
+      ``locked_at`` and ``locked_by`` still show until a worker clears stale locks, and
+      :meth:`WorkerUtils.locked_workers` still lists them.
+    - A job's ``attempts`` count the run in progress: a running job's first attempt already
+      reads ``attempts == 1``, and a job running its last attempt has
+      ``attempts == max_attempts`` (it is ``RUNNING``, and ``PERMANENTLY_FAILED`` only if that
+      run fails).
+    - graphile-worker 0.17+ keeps a finished job locked for a moment while it batches
+      completions and failures: a job that just succeeded still reads ``RUNNING`` until the
+      batch is flushed, and then disappears (a completed job is deleted); a job that just
+      failed reads ``RUNNING`` until it becomes ``RETRYING`` or ``PERMANENTLY_FAILED``.
+    - A state is a snapshot: a ``READY`` job may be running by the time you look at it.
+    """
 
     #: Not locked, attempts left, due (``run_at`` has passed, retries included).
     READY = "ready"
     #: Not locked, never attempted, not due yet.
     SCHEDULED = "scheduled"
-    #: Locked by a worker.
+    #: Locked by a worker within the last four hours.
     RUNNING = "running"
     #: Not locked, failed at least once with attempts left, waiting out its back-off.
     RETRYING = "retrying"
@@ -110,6 +133,19 @@ def check_int(field: str, value: object, low: int, high: int) -> int:
         raise InvalidJobSpec(f"{field}: {value} is outside the allowed range {low}..{high}")
     # An int subclass (an IntEnum member, say) is sent as the plain int it holds.
     return value if type(value) is int else int(value)
+
+
+def check_duration(field: str, value: object) -> dt.timedelta | None:
+    """Return ``value`` if it is None or a ``datetime.timedelta`` of zero or more."""
+    if value is None:
+        return None
+    if not isinstance(value, dt.timedelta):
+        raise InvalidJobSpec(
+            f"{field}: expected a datetime.timedelta or None, got {type(value).__name__}"
+        )
+    if value < dt.timedelta(0):
+        raise InvalidJobSpec(f"{field}: must be a duration >= 0, got {value}")
+    return value
 
 
 def check_aware_datetime(field: str, value: object) -> dt.datetime:
@@ -297,8 +333,9 @@ class Job:
     task_identifier: str
     #: The queue name, or None for a job outside any queue.
     queue_name: str | None
-    #: The payload as stored: JSON text.
-    payload_json: str
+    #: The payload as stored: JSON text; None when it was not loaded
+    #: (:meth:`WorkerUtils.list_jobs` without ``include_payload``).
+    payload_json: str | None
     priority: int
     run_at: dt.datetime
     attempts: int
@@ -314,14 +351,28 @@ class Job:
     flags: list[str] | None
     task_id: int
     job_queue_id: int | None
+    #: The job's :class:`JobState` as of the statement that returned it; None where that
+    #: statement deleted the job (:meth:`WorkerUtils.complete_jobs`, and
+    #: :meth:`WorkerUtils.remove_job` unless the job was running).
+    state: JobState | None = None
     _payload: Any = attrs.field(init=False, default=_UNDECODED, eq=False, repr=False)
 
     @property
     def payload(self) -> Any:
-        """The payload, decoded from ``payload_json`` (once, on first access)."""
+        """The payload, decoded from ``payload_json`` (once, on first access).
+
+        Raises :class:`PayloadNotLoadedError` when the payload was not loaded
+        (:meth:`WorkerUtils.list_jobs` without ``include_payload``).
+        """
         value = self._payload
         if value is _UNDECODED:
-            value = json.loads(self.payload_json)
+            text = self.payload_json
+            if text is None:
+                raise PayloadNotLoadedError(
+                    f"job {self.id}: its payload was not loaded; use list_jobs(...,"
+                    " include_payload=True) or get_job(job_id)"
+                )
+            value = json.loads(text)
             object.__setattr__(self, "_payload", value)
         return value
 
@@ -332,7 +383,9 @@ class Job:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for name in _JOB_STATE:
-            object.__setattr__(self, name, state[name])
+            # A job pickled by a release without a later field gets that field's default.
+            value = state[name] if name in state else _JOB_DEFAULTS[name]
+            object.__setattr__(self, name, value)
         object.__setattr__(self, "_payload", _UNDECODED)
 
     @property
@@ -343,3 +396,9 @@ class Job:
 
 #: The columns a pickled or copied job carries: every field but the payload cache.
 _JOB_STATE = tuple(field.name for field in attrs.fields(Job) if field.init)
+#: The fields added after the first release, with their defaults (``state``).
+_JOB_DEFAULTS = {
+    field.name: field.default
+    for field in attrs.fields(Job)
+    if field.init and field.default is not attrs.NOTHING
+}

@@ -9,10 +9,12 @@
 - ``tests/fix_connections.py``: ``conn``, ``admin``, ``caller_conn``, ``idle_conn``,
   ``utils``, ``pool``;
 - ``tests/fix_node.py``: ``graphile_worker``, ``reference_catalog``, ``interop_database``,
-  ``interop`` (the real graphile-worker releases on Node.js).
+  ``interop`` (the real graphile-worker releases on Node.js);
+- ``tests/fix_django.py``: ``django_site``, ``admin_world``, ``live_admin``, ``chromium``
+  (Django's admin in the test process, a live server, a headless Chromium).
 
 Plain helpers that tests import are in ``tests/_*.py`` (``_helpers``, ``_server``, ``_node``,
-``_worker``, ``_cli``, ``_catalog``, ``_pgbouncer``, ``_reliability``), never here.
+``_worker``, ``_cli``, ``_catalog``, ``_pgbouncer``, ``_reliability``, ``_django``), never here.
 """
 
 pytest_plugins = [
@@ -21,4 +23,5 @@ pytest_plugins = [
     "tests.fix_schemas",
     "tests.fix_connections",
     "tests.fix_node",
+    "tests.fix_django",
 ]

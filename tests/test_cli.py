@@ -66,6 +66,9 @@ def test_help_lists_every_subcommand_and_the_exit_codes(script: bool) -> None:
         "unlock-workers",
         "cleanup",
         "status",
+        "jobs",
+        "show",
+        "workers",
         "demo",
     ):
         assert command in done.stdout

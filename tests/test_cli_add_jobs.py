@@ -510,6 +510,7 @@ def sigint_runs(
     return outcomes
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("every_batch", [False, True], ids=["one transaction", "every batch"])
 def test_a_ctrl_c_at_any_moment_is_reported_as_the_database_has_it(
     dsn: str, migrated: str, conn: psycopg.Connection[Any], tmp_path: Path, every_batch: bool

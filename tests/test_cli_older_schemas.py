@@ -70,6 +70,15 @@ def test_every_command_but_migrate_works_on_an_older_schema_with_a_note(
     status = command(pg_server, schema, version, "status", "--json")
     assert json.loads(status.stdout)["totals"]["ready"] == 4, status.stdout
 
+    listed = json.loads(command(pg_server, schema, version, "jobs", "--json").stdout)["jobs"]
+    assert [(job["id"], job["state"]) for job in listed] == [
+        (job_id, "ready") for job_id in (first, second, third, keyed)
+    ], listed
+    shown = command(pg_server, schema, version, "show", "--key", "k", "--json")
+    assert json.loads(shown.stdout)["id"] == keyed, shown.stdout
+    command(pg_server, schema, version, "show", str(first))
+    command(pg_server, schema, version, "workers")
+
     command(pg_server, schema, version, "reschedule", str(first), "--priority", "5")
     command(pg_server, schema, version, "fail", str(second), "--reason", "old schema")
     command(pg_server, schema, version, "complete", str(third))
@@ -79,6 +88,9 @@ def test_every_command_but_migrate_works_on_an_older_schema_with_a_note(
     assert sorted(rows) == [first, second], (rows, keyed)
     assert (rows[first]["priority"], rows[second]["last_error"]) == (5, "old schema"), rows
 
+    aged = ("cleanup", "--task", "DELETE_PERMANENTLY_FAILED_JOBS", "--older-than", "1h")
+    command(pg_server, schema, version, *aged)
+    assert [row["id"] for row in jobs(conn, schema)] == [first, second], "a new failure went"
     command(pg_server, schema, version, "cleanup", "--task", "DELETE_PERMANENTLY_FAILED_JOBS")
     assert [row["id"] for row in jobs(conn, schema)] == [first]
     assert migration_rows(conn, schema) == before, "a command migrated the schema"

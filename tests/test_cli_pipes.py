@@ -142,6 +142,23 @@ def test_status_json_document_into_head_ends_quietly(
 
 
 @pytest.mark.parametrize("buffering", BUFFERING)
+@pytest.mark.parametrize("output", [[], ["--json"]], ids=["table", "json"])
+def test_a_page_of_jobs_into_head_ends_quietly(
+    pg_dsn: str, schema: str, utils: WorkerUtils, buffering: dict[str, str], output: list[str]
+) -> None:
+    add_many(utils, distinct_tasks=True)
+
+    first, code, stderr = head_1(
+        *cli_args(pg_dsn, schema, "jobs", "--limit", str(MANY), *output),
+        env=clean_env(**buffering),
+    )
+
+    assert first.split()[:2] == ([b"{"] if output else [b"ID", b"TASK"]), first
+    # A full page's note about --after goes to stderr only once the table is out: not here.
+    assert (code, stderr) == (ExitCode.OUTPUT_CLOSED, b""), (code, stderr.decode())
+
+
+@pytest.mark.parametrize("buffering", BUFFERING)
 def test_migrate_into_a_closed_pipe_still_installs_the_schema(
     pg_dsn: str, schema: str, conn: psycopg.Connection[Any], buffering: dict[str, str]
 ) -> None:

@@ -28,6 +28,7 @@ from graphile_worker_utils import (
     CleanupTask,
     Job,
     JobSpec,
+    JobState,
     RawJobSpec,
     RescheduleOptions,
     SchemaState,
@@ -375,6 +376,51 @@ def op_force_unlock_workers(utils: WorkerUtils, env: Env) -> Verify:
     return lambda: assert_stored(env, {job.id: ("a", None, {}, None)})
 
 
+def op_get_job(utils: WorkerUtils, env: Env) -> None:
+    job = env.seed.add_raw_job("a", {"n": 1}, JobSpec(queue_name="q", job_key="k"))
+    for got in (utils.get_job(job.id), utils.get_job_by_key("k")):
+        assert got is not None and got == job
+        assert_job(got, "a", "q", {"n": 1})
+        assert got.state is JobState.READY
+    assert utils.get_job(job.id + 1) is None and utils.get_job_by_key("none") is None
+
+
+def op_list_jobs(utils: WorkerUtils, env: Env) -> None:
+    jobs = env.seed.add_raw_jobs(
+        [RawJobSpec("a", {"n": n}, JobSpec(queue_name="q")) for n in (0, 1, 2)]
+    )
+    ids = sorted(job.id for job in jobs)
+    page = utils.list_jobs(
+        task_identifiers=["a"], queue_names=["q"], states=["ready"], limit=2, include_payload=True
+    )
+    assert [job.id for job in page] == ids[:2]
+    for job in page:
+        assert_job(job, "a", "q", job.payload)
+        assert job.state is JobState.READY
+    (last,) = utils.list_jobs(after_id=page[-1].id)
+    assert last.id == ids[2] and last.payload_json is None
+
+
+def op_locked_workers(utils: WorkerUtils, env: Env) -> None:
+    job = env.seed.add_raw_job("a", {})
+    query = sql.SQL("update {} set locked_at = now() - interval '2 hours', locked_by = 'w1'")
+    env.observer.execute(query.format(env.table("_private_jobs")))
+    (worker,) = utils.locked_workers(older_than=dt.timedelta(hours=1))
+    assert (worker.worker_id, worker.job_count, worker.queue_count) == ("w1", 1, 0)
+    assert worker.oldest_locked_at.tzinfo is UTC
+    assert utils.get_job(job.id).state is JobState.RUNNING  # type: ignore[union-attr]
+
+
+def op_cleanup_older_than(utils: WorkerUtils, env: Env) -> Verify:
+    old, recent = env.seed.add_raw_jobs([RawJobSpec("a", {"n": 1}), RawJobSpec("a", {"n": 2})])
+    env.seed.permanently_fail_jobs([old.id, recent.id])
+    query = sql.SQL("update {} set updated_at = now() - interval '8 days' where id = %s")
+    env.observer.execute(query.format(env.table("_private_jobs")), [old.id])
+    task = CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS
+    assert utils.cleanup([task], older_than=dt.timedelta(days=7)) == {task: 1}
+    return lambda: assert_ids(env, {recent.id})
+
+
 def cleanup_op(task: CleanupTask) -> Callable[[WorkerUtils, Env], Verify]:
     def op(utils: WorkerUtils, env: Env) -> Verify:
         # One row for each task to remove: the failed job, the task "gone" (not "spared",
@@ -422,6 +468,10 @@ OPERATIONS = {
     "permanently_fail_jobs": Operation(op_permanently_fail_jobs),
     "reschedule_jobs": Operation(op_reschedule_jobs),
     "force_unlock_workers": Operation(op_force_unlock_workers),
+    "get_job": Operation(op_get_job),
+    "list_jobs": Operation(op_list_jobs),
+    "locked_workers": Operation(op_locked_workers),
+    "cleanup_older_than": Operation(op_cleanup_older_than),
     **{f"cleanup_{task.name.lower()}": Operation(cleanup_op(task)) for task in CleanupTask},
 }
 

