@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -49,6 +49,11 @@ class Statement:
     identifiers: set[str]
     queue_names: set[str]
     start: int
+
+    def forget_params(self) -> None:
+        """Drop the parameters (the JSON documents) once sent, when the statement will not be
+        sent again: the memory goes back before its jobs are built."""
+        self.params.clear()
 
 
 @attrs.frozen
@@ -112,8 +117,10 @@ def prepare_batch(jobs: list[Any], enqueue: Enqueue, limit: int = BATCH_SLICE) -
     hooks = enqueue.hooks
     preserve: list[bool | None] = []  # per job: PRESERVE_RUN_AT asked; None: no key
     keys: dict[str, int] = {}
-    spec_fields: dict[int, dict[str, Any]] = {}
-    elements: list[dict[str, Any]] = []
+    # Specs are often shared between jobs, and so are identifiers: each (identifier, spec)
+    # pair is encoded once, and a statement's specs document joins the shared texts.
+    elements: dict[tuple[str, int], _Element] = {}
+    element_of: list[_Element] = []
     payloads: list[Any] = []
     for index, job in enumerate(jobs):
         preserve.append(_preserve_flag(index, job, keys))
@@ -121,22 +128,34 @@ def prepare_batch(jobs: list[Any], enqueue: Enqueue, limit: int = BATCH_SLICE) -
         payload = with_trace(job.payload, enqueue.trace)
         if hooks:
             payload = run_hooks(hooks, job.identifier, payload, spec)
-        # Specs are often shared between jobs: their fields are worked out once.
-        fields = spec_fields.get(id(spec))
-        if fields is None:
-            fields = spec_fields[id(spec)] = spec_element(spec, enqueue.now)
-        elements.append({"identifier": job.identifier, **fields})
+        element = elements.get((job.identifier, id(spec)))
+        if element is None:
+            element = elements[job.identifier, id(spec)] = _element(job.identifier, spec, enqueue)
+        element_of.append(element)
         # No payload is the database's default, an empty object.
         payloads.append({} if payload is None else payload)
     statements = [
-        _statement(elements, payloads, start, stop, preserve_run_at, enqueue.json_dumps)
+        _statement(element_of, payloads, start, stop, preserve_run_at, enqueue.json_dumps)
         for start, stop, preserve_run_at in statement_runs(preserve, limit)
     ]
-    return Batch(statements, len(elements), keys)
+    return Batch(statements, len(element_of), keys)
+
+
+class _Element(NamedTuple):
+    """One (identifier, spec) pair: its element of the specs document, and its names."""
+
+    text: str
+    identifier: str
+    queue_name: str | None
+
+
+def _element(identifier: str, spec: JobSpec, enqueue: Enqueue) -> _Element:
+    fields = spec_element(spec, enqueue.now)
+    return _Element(dumps({"identifier": identifier, **fields}), identifier, spec.queue_name)
 
 
 def _statement(
-    elements: list[dict[str, Any]],
+    element_of: list[_Element],
     payloads: list[Any],
     start: int,
     stop: int,
@@ -147,16 +166,16 @@ def _statement(
     # inside one transaction (still all or nothing), so that neither side ever holds the whole
     # result twice. So is a batch whose keyed jobs differ on PRESERVE_RUN_AT, which the
     # database takes per statement: each job then follows its own mode.
-    part = elements[start:stop]
+    part = set(element_of[start:stop])
     return Statement(
         {
-            "specs": dumps(part),
+            "specs": "[" + ",".join([element.text for element in element_of[start:stop]]) + "]",
             "payloads": encode_payloads(payloads[start:stop], json_dumps, start),
             "preserve_run_at": preserve_run_at,
             "count": stop - start,
         },
-        {element["identifier"] for element in part},
-        {element["queue_name"] for element in part if "queue_name" in element},
+        {element.identifier for element in part},
+        {element.queue_name for element in part if element.queue_name is not None},
         start,
     )
 

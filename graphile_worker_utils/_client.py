@@ -446,6 +446,7 @@ class WorkerUtils:
         if not items:
             return []
         batch = prepare_batch(items, self._enqueue_context(), BATCH_SLICE)
+        del items  # our copy of the caller's list: not needed while the jobs are built
         logger.debug("add_jobs: %d jobs on schema %r", batch.count, self._schema)
         with operation_span("add_jobs", self._schema, enqueue=True, count=batch.count):
             return _enqueue.add_jobs(self._connector, batch)

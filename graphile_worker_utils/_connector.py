@@ -18,6 +18,7 @@ from psycopg import errors as pg_errors
 from psycopg import pq
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 
+from ._cursors import CursorCache
 from ._errors import ConnectionStateError, DatabaseError, GraphileWorkerError, SchemaMissingError
 from ._probe import probe
 
@@ -119,12 +120,14 @@ class Connector:
     """The caller's connection or a pool, for one schema: hands out the connection each
     operation runs on, and says whether the library owns its transaction."""
 
-    __slots__ = ("owns_pool", "schema", "target")
+    __slots__ = ("cursors", "owns_pool", "schema", "target")
 
     def __init__(self, target: ConnectionOrPool, schema: str, *, owns_pool: bool = False) -> None:
         self.target = target
         self.schema = schema
         self.owns_pool = owns_pool
+        #: Cursors kept for single enqueues on the target's connections (see CursorCache).
+        self.cursors = CursorCache()
 
     def close(self) -> None:
         """Close the pool if this connector opened it; otherwise do nothing."""
@@ -146,16 +149,22 @@ class Connector:
                 _check_schema_encoding(conn, self.schema)
                 yield conn, True
             return
+        yield self.callers(target)
+
+    def callers(self, target: psycopg.Connection[Any]) -> tuple[psycopg.Connection[Any], bool]:
+        """The caller's connection ``target`` (checked: open, its transaction not failed) and
+        whether the library owns its transaction; for :meth:`connection`, and for single
+        statements that skip its context manager."""
         if target.closed:
             raise ConnectionStateError("the connection is closed")
-        status = target.info.transaction_status
+        status = target.pgconn.transaction_status
         if status == pq.TransactionStatus.INERROR:
             raise ConnectionStateError(
                 "the connection's transaction has already failed (an earlier statement raised);"
                 " roll it back before using graphile_worker_utils on it"
             )
         _check_schema_encoding(target, self.schema)
-        yield target, target.autocommit and status == pq.TransactionStatus.IDLE
+        return target, target.autocommit and status == pq.TransactionStatus.IDLE
 
     @contextmanager
     def _pooled(

@@ -81,19 +81,21 @@ def job_from_row(
         _,
         state,
     ) = row
-    # Our cursors load timestamptz as microseconds (see _cursors.instant).
+    # Our cursors load timestamptz as microseconds (see _cursors.instant). A new job's three
+    # instants are mostly one (now()): made into a datetime once.
+    created = at(created_at)
     return Job(
         id_,
         task_identifier,
         queue_name,
         payload_json,
         priority,
-        at(run_at),
+        created if run_at == created_at else at(run_at),
         attempts,
         max_attempts,
         last_error,
-        at(created_at),
-        at(updated_at),
+        created,
+        created if updated_at == created_at else at(updated_at),
         key,
         None if locked_at is None else at(locked_at),
         locked_by,
@@ -150,7 +152,7 @@ class Labelling:
     queue_names: dict[int, str] = attrs.field(factory=dict)
 
 
-def label_rows(chunks: Iterable[list[Row]]) -> Labelling:
+def label_rows(chunks: Iterable[Iterable[Row]]) -> Labelling:
     """Jobs from an add_jobs result, read a chunk of rows at a time (so that a large batch
     never holds every row tuple beside every job); names known from the rows are kept."""
     result = Labelling()
@@ -165,9 +167,10 @@ def label_rows(chunks: Iterable[list[Row]]) -> Labelling:
             if task_name is None or (queue_name is None and row[queue_id_at] is not None):
                 unnamed.append(len(jobs))
             else:
-                task_names[row[task_id_at]] = task_name
+                # Every row carries its own copy of the names: the jobs share the first one.
+                task_name = task_names.setdefault(row[task_id_at], task_name)
                 if queue_name is not None:
-                    queue_by_id[row[queue_id_at]] = queue_name
+                    queue_name = queue_by_id.setdefault(row[queue_id_at], queue_name)
             jobs.append(job_from_row(row, task_name, queue_name, at))
     return result
 

@@ -154,3 +154,30 @@ def test_typed_tasks_become_raw_jobs_with_their_specs() -> None:
         raw_jobs([Send])
     with pytest.raises(InvalidJobSpec, match=r"jobs\[0\]: expected a task or a \(task, spec\)"):
         raw_jobs([(Send("a"),)])
+
+
+def test_the_specs_document_is_each_jobs_element_encoded_as_json_text() -> None:
+    # Elements are encoded once per (identifier, spec) pair and joined: the text is what
+    # encoding the list of element objects would give, byte for byte.
+    shared = JobSpec(queue_name="q\u00e9", priority=3, flags=["a", "b"], run_at=NOON)
+    jobs = [
+        RawJobSpec("a", {"n": 1}, shared),
+        RawJobSpec("b", {"n": 2}, shared),
+        RawJobSpec("a", {"n": 3}, shared),
+        RawJobSpec("a", {"n": 4}),
+        RawJobSpec("c\u00e9", {"n": 5}, JobSpec(job_key="k", max_attempts=2)),
+    ]
+    (statement,) = prepare_batch(jobs, PLAIN).statements
+    elements = [{"identifier": job.identifier, **spec_element(job.spec, None)} for job in jobs]
+    assert statement.params["specs"] == json.dumps(
+        elements, ensure_ascii=False, separators=(",", ":")
+    )
+    assert statement.identifiers == {"a", "b", "c\u00e9"}
+    assert statement.queue_names == {"q\u00e9"}
+
+
+def test_a_statement_forgets_its_documents_once_sent() -> None:
+    (statement,) = prepare_batch([RawJobSpec("a", {"n": 1})], PLAIN).statements
+    statement.forget_params()
+    assert statement.params == {}
+    assert (statement.identifiers, statement.start) == ({"a"}, 0)

@@ -22,8 +22,7 @@ Needs SQLAlchemy >= 2.0 on the ``postgresql+psycopg`` dialect (psycopg 3, synchr
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import psycopg
@@ -116,10 +115,7 @@ class _SQLAlchemyConnector(Connector):
         super().__init__(driver_connection, schema)
         self.sqlalchemy_connection = connection
 
-    @contextmanager
-    def connection(
-        self, *, single_statement: bool = False
-    ) -> Iterator[tuple[psycopg.Connection[Any], bool]]:
+    def callers(self, target: psycopg.Connection[Any]) -> tuple[psycopg.Connection[Any], bool]:
         held = self.sqlalchemy_connection
         if held.closed or held.invalidated or held.connection.driver_connection is not self.target:
             raise ConnectionStateError(
@@ -129,8 +125,7 @@ class _SQLAlchemyConnector(Connector):
             )
         if not held.in_transaction():
             held.begin()  # as the Connection's own next execute() would
-        with super().connection(single_statement=single_statement) as pair:
-            yield pair
+        return super().callers(target)
 
 
 def _sqlalchemy_connection(target: object) -> Connection:
