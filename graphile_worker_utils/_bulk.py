@@ -132,6 +132,7 @@ class _Kinds:
             # As text: the server parses it faster than psycopg adapts a list of ints.
             "job_kinds": "{" + ",".join(map(str, self.jobs)) + "}",
             "payloads": payloads,
+            "count": len(self.jobs),
         }
 
     def names(self) -> dict[str, Any]:
@@ -205,8 +206,10 @@ def _keyed(
         "specs": dumps(elements[begin:end]),
         "payloads": _encode(payloads[begin:end], where, json_dumps),
         "preserve_run_at": preserve_run_at,
+        "count": end - begin,
     }
     keys = sum(flag is not None for flag in preserve[begin:end])
+    params["keyed"] = keys > 0
     return Keyed(params, where, keys)
 
 

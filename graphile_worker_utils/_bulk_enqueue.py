@@ -12,18 +12,20 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import psycopg
 
-from ._batch import Enqueue, unencodable
+from ._batch import BATCH_SLICE, Enqueue, unencodable
 from ._bulk import Chunk, chunks, prepare_chunk, unencodable_job
-from ._connector import Connector, client_encoding, codec, wrap_exceptions
+from ._connector import Connector, client_encoding, codec, database_error, wrap_exceptions
 from ._cursors import LibraryCursor
 from ._cursors import cursor as _cursor
-from ._errors import DatabaseError, JobKeyRaceError
+from ._errors import DatabaseError, GraphileWorkerError, JobKeyRaceError
 from ._templates import catalog, dollar_tag, quote_identifier
 from ._transactions import atomic
+from ._types import JobKeyMode, RawJobSpec
 
 #: The fingerprint (see :func:`add_jobs_fingerprint`) of graphile-worker 0.18.0's own
 #: revision-20 ``add_jobs``, as its migrator installs it; ours is computed from our template.
@@ -74,66 +76,115 @@ def bulk_add(
     first = next(pending, None)
     if first is None:
         return 0
-    schema = connector.schema
-    with connector.connection() as (conn, owned):
-        text_codec = codec(conn)
-        with (
-            wrap_exceptions("bulk_add_jobs", schema),
-            atomic(conn, owned=owned),
-            _cursor(conn) as cur,
-        ):
+    # One chunk read ahead: a call that fits one chunk and has keyed jobs only is one
+    # add_jobs statement, which needs no transaction of its own where the library owns it.
+    following = next(pending, None)
+    single = following is None and _one_keyed_statement(first)
+    sender = _Sender(connector.schema, enqueue, fast_path)
+    rest = itertools.chain([] if following is None else [following], pending)
+    with connector.connection(single_statement=single) as (conn, owned):
+        sender.text_codec = codec(conn)
+        sender.encoding = client_encoding(conn) if sender.text_codec else ""
+        with wrap_exceptions("bulk_add_jobs", connector.schema, sender.error):
+            if single and owned:
+                with _cursor(conn) as cur:
+                    sender.send(cur, first)
+                return sender.total
+            with _pipeline(conn) as pipeline, atomic(conn, owned=owned), _cursor(conn) as cur:
+                sender.pipeline = pipeline
+                for chunk in itertools.chain([first], rest):
+                    sender.send(cur, chunk)
+    return sender.total
+
+
+def _keyless(job: Any) -> bool:
+    spec = getattr(job, "spec", None)
+    return getattr(spec, "job_key", None) is None
+
+
+def _one_keyed_statement(jobs: list[Any]) -> bool:
+    """Whether ``jobs`` make one add_jobs statement: all keyed, agreeing on PRESERVE_RUN_AT."""
+    if len(jobs) > BATCH_SLICE or not all(isinstance(job, RawJobSpec) for job in jobs):
+        return False
+    if any(job.spec.job_key is None for job in jobs):
+        return False
+    return len({job.spec.job_key_mode is JobKeyMode.PRESERVE_RUN_AT for job in jobs}) == 1
+
+
+def _pipeline(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
+    # Statements are queued, and a chunk is prepared while the server runs the one before;
+    # errors surface at the next sync, still inside the transaction.
+    if not psycopg.Pipeline.is_supported():  # pragma: no cover - libpq < 14
+        return nullcontext()
+    return conn.pipeline()
+
+
+class _Sender:
+    """The state of one bulk call: the fast-path decision, the keys seen, the count."""
+
+    def __init__(
+        self,
+        schema: str,
+        enqueue: Enqueue,
+        fast_path: Callable[[LibraryCursor, str], bool],
+    ) -> None:
+        self.schema = schema
+        self.enqueue = enqueue
+        self.fast_path = fast_path
+        self.fast: bool | None = None  # decided when the first keyless job comes
+        self.keys: dict[str, int] = {}
+        self.total = 0
+        self.text_codec: str | None = None
+        self.encoding = ""
+        self.pipeline: psycopg.Pipeline | None = None
+
+    def send(self, cur: LibraryCursor, chunk: list[Any]) -> None:
+        if self.fast is None and any(map(_keyless, chunk)):
             # Text in another client encoding is checked per document: add_jobs only.
-            fast = text_codec is None and fast_path(cur, schema)
-            keys: dict[str, int] = {}
-            total = start = 0
-            for chunk in itertools.chain([first], pending):
-                prepared = prepare_chunk(chunk, start, enqueue, keys, fast=fast)
-                if text_codec is not None:
-                    _check_texts(conn, text_codec, prepared)
-                total += _send(cur, schema, prepared)
-                start += len(chunk)
-    return total
+            self.fast = self.text_codec is None and self.fast_path(cur, self.schema)
+        prepared = prepare_chunk(chunk, self.total, self.enqueue, self.keys, fast=bool(self.fast))
+        if self.text_codec is not None:
+            for statement in prepared.keyed:
+                found = unencodable_job(statement.params, statement.positions, self.text_codec)
+                if found is not None:
+                    raise unencodable(self.encoding, *found) from None
+        if self.pipeline is not None:
+            self.pipeline.sync()  # the chunk before is done (or raises) before this one is sent
+        _send(cur, self.schema, prepared)
+        self.total += prepared.count
+
+    def error(self, error: psycopg.Error) -> GraphileWorkerError:
+        """The library error for a statement's failure (the marked ones of the templates)."""
+        text = str(error)
+        if _RACE_MARKER in text:
+            return JobKeyRaceError(
+                "bulk_add_jobs: a worker locked the existing job of a keyed job while it was"
+                " being replaced; nothing of this call was kept (the input may be an"
+                " iterator, so it is not retried): retry the call"
+            )
+        if _INVISIBLE_MARKER in text:
+            return DatabaseError(_INVISIBLE_ROWS)
+        return database_error("bulk_add_jobs", self.schema, error)
 
 
-def _check_texts(conn: psycopg.Connection[Any], text_codec: str, chunk: Chunk) -> None:
-    for statement in chunk.keyed:
-        found = unencodable_job(statement.params, statement.positions, text_codec)
-        if found is not None:
-            raise unencodable(client_encoding(conn), *found) from None
-
-
-def _send(cur: LibraryCursor, schema: str, chunk: Chunk) -> int:
-    """Send one prepared chunk; the number of jobs scheduled (always the chunk's size)."""
+def _send(cur: LibraryCursor, schema: str, chunk: Chunk) -> None:
+    """Send one prepared chunk's statements (each fails if it schedules fewer jobs)."""
     keyless = chunk.keyless
     if keyless is not None:
         cur.execute(catalog.render("bulk_add_names", schema), keyless.names, binary=True)
         cur.execute(catalog.render("bulk_add_keyless_jobs", schema), keyless.params, binary=True)
-        if cur.rowcount != len(keyless.positions):
-            raise DatabaseError(_INVISIBLE_ROWS.format(count=len(keyless.positions)))
     query = catalog.render("bulk_add_keyed_jobs", schema)
     for statement in chunk.keyed:
         cur.execute(query, statement.params, binary=True)
-        row = cur.fetchone()
-        scheduled = row[0] if row else 0
-        sent = len(statement.positions)
-        if scheduled == sent:
-            continue
-        if not statement.keys:
-            raise DatabaseError(_INVISIBLE_ROWS.format(count=sent))
-        raise JobKeyRaceError(
-            "bulk_add_jobs: a worker locked the existing job of one of the"
-            f" {statement.keys} keyed jobs of jobs[{statement.positions[0]}.."
-            f"{statement.positions[-1]}] while it was being replaced; nothing of this call was"
-            " kept (the input may be an iterator, so it is not retried): retry the call"
-        )
-    return chunk.count
 
 
+_RACE_MARKER = "graphile_worker_utils: job key race"
+_INVISIBLE_MARKER = "graphile_worker_utils: rows not visible"
 # As _enqueue's: without a key, fewer rows than sent means the role cannot see what it wrote.
 _INVISIBLE_ROWS = (
-    "bulk_add_jobs ({count} jobs of a chunk): the database scheduled fewer jobs than asked"
-    " although no job key was given; the role cannot see the rows it writes. Row level"
-    " security is on for graphile-worker's _private_* tables: use a role that owns them or has"
-    " BYPASSRLS, or add policies that let it read and write them (README, 'Least privilege');"
-    " nothing of this call was kept"
+    "bulk_add_jobs: the database scheduled fewer jobs than asked although no job key was"
+    " given; the role cannot see the rows it writes. Row level security is on for"
+    " graphile-worker's _private_* tables: use a role that owns them or has BYPASSRLS, or add"
+    " policies that let it read and write them (README, 'Least privilege'); nothing of this"
+    " call was kept"
 )

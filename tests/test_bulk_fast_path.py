@@ -19,10 +19,18 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from graphile_worker_utils import InvalidJobSpec, JobSpec, RawJobSpec, WorkerUtils
+from graphile_worker_utils import (
+    DatabaseError,
+    InvalidJobSpec,
+    JobKeyRaceError,
+    JobSpec,
+    RawJobSpec,
+    WorkerUtils,
+)
 from graphile_worker_utils._bulk_enqueue import fast_path_applies
 from graphile_worker_utils._cursors import cursor
 from tests._helpers import table
+from tests._job_keys import KEY, PENDING, existing_job, job_rows, race_for_key, replacement
 from tests._node import GraphileWorker
 from tests._rust_schemas import RUST_REVISIONS, build_rust_schema
 from tests._server import PgServer
@@ -271,3 +279,49 @@ def test_a_connection_in_another_client_encoding_takes_add_jobs(
         jobs = [RawJobSpec("t", {"n": "✓"})]
         with pytest.raises(InvalidJobSpec, match=r"jobs\[0\]\.payload: '✓' cannot be sent"):
             utils.using(latin1).bulk_add_raw_jobs(jobs)
+
+
+# -- keyed jobs: one add_jobs statement needs no transaction, and still writes all or nothing
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_losing_the_job_key_race_raises_and_keeps_nothing(
+    utils: WorkerUtils, conn: Conn, schema: str, pg_dsn: str, chunks: int
+) -> None:
+    # Not through PgBouncer: the race harness waits on backend pids (tests/_job_keys.py).
+    old = existing_job(utils, conn, schema, PENDING)
+    batch = [
+        RawJobSpec("send_invoice", {"v": "new"}, replacement(None)),
+        *[RawJobSpec("other", {"n": n}, JobSpec(job_key=f"other{n}")) for n in range(5)],
+    ]
+    with psycopg.connect(pg_dsn, autocommit=True) as own_conn:
+        racing = WorkerUtils(own_conn, schema=schema)
+        size = 6 if chunks == 1 else 2
+        outcome = race_for_key(
+            pg_dsn, schema, KEY, lambda: racing.bulk_add_raw_jobs(batch, chunk_size=size)
+        )
+    assert isinstance(outcome.error, JobKeyRaceError), repr(outcome.error)
+    assert isinstance(outcome.error.__cause__, psycopg.Error)
+    assert [row["id"] for row in job_rows(conn, schema)] == [old.id]
+
+
+def test_a_single_keyed_statement_refused_by_the_server_keeps_nothing(
+    utils: WorkerUtils, conn: Conn, schema: str
+) -> None:
+    ident = sql.Identifier(schema)
+    conn.execute(
+        sql.SQL(
+            "create function {}.refuse() returns trigger language plpgsql as $$ begin"
+            " if new.key = 'k13' then raise exception 'refused k13'; end if; return new; end $$"
+        ).format(ident)
+    )
+    conn.execute(
+        sql.SQL(
+            "create trigger refuse before insert on {}._private_jobs"
+            " for each row execute function {}.refuse()"
+        ).format(ident, ident)
+    )
+    keyed = [RawJobSpec("t", {"n": n}, JobSpec(job_key=f"k{n}")) for n in range(20)]
+    with pytest.raises(DatabaseError, match="refused k13"):
+        utils.bulk_add_raw_jobs(keyed)
+    assert job_rows(conn, schema) == []
