@@ -81,7 +81,9 @@ def bulk_add(
     following = next(pending, None)
     single = following is None and _one_keyed_statement(first)
     sender = _Sender(connector.schema, enqueue, fast_path)
-    rest = itertools.chain([] if following is None else [following], pending)
+    # The chunks read so far are held by the stream only, each let go once it is sent.
+    stream = itertools.chain([first] if following is None else [first, following], pending)
+    del following
     with connector.connection(single_statement=single) as (conn, owned):
         sender.text_codec = codec(conn)
         sender.encoding = client_encoding(conn) if sender.text_codec else ""
@@ -90,10 +92,12 @@ def bulk_add(
                 with _cursor(conn) as cur:
                     sender.send(cur, first)
                 return sender.total
+            del first
             with _pipeline(conn) as pipeline, atomic(conn, owned=owned), _cursor(conn) as cur:
                 sender.pipeline = pipeline
-                for chunk in itertools.chain([first], rest):
+                for chunk in stream:
                     sender.send(cur, chunk)
+                    del chunk  # not held while the next one is read
     return sender.total
 
 
