@@ -152,7 +152,7 @@ class _Sender:
                 found = unencodable_job(statement.params, statement.positions, self.text_codec)
                 if found is not None:
                     raise unencodable(self.encoding, *found) from None
-        if self.pipeline is not None:
+        if self.pipeline is not None and self.total:
             self.pipeline.sync()  # the chunk before is done (or raises) before this one is sent
         _send(cur, self.schema, prepared)
         self.total += prepared.count
