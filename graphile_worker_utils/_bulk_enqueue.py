@@ -76,20 +76,23 @@ def bulk_add(
     first = next(pending, None)
     if first is None:
         return 0
-    # One chunk read ahead: a call that fits one chunk and has keyed jobs only is one
-    # add_jobs statement, which needs no transaction of its own where the library owns it.
+    # One chunk read ahead: a call that fits in one chunk, where the library owns the
+    # transaction, needs no BEGIN/COMMIT: its statements go in one pipeline with one Sync,
+    # which PostgreSQL runs as one implicit transaction (all of it or none).
     following = next(pending, None)
-    single = following is None and _one_keyed_statement(first)
+    one_chunk = following is None
     sender = _Sender(connector.schema, enqueue, fast_path)
     # The chunks read so far are held by the stream only, each let go once it is sent.
     stream = itertools.chain([first] if following is None else [first, following], pending)
     del following
-    with connector.connection(single_statement=single) as (conn, owned):
+    with connector.connection(single_statement=one_chunk) as (conn, owned):
         sender.text_codec = codec(conn)
         sender.encoding = client_encoding(conn) if sender.text_codec else ""
+        implicit = one_chunk and owned and (_PIPELINES or _one_keyed_statement(first))
         with wrap_exceptions("bulk_add_jobs", connector.schema, sender.error):
-            if single and owned:
-                with _cursor(conn) as cur:
+            if implicit:
+                with _pipeline(conn) as pipeline, _cursor(conn) as cur:
+                    sender.pipeline = pipeline
                     sender.send(cur, first)
                 return sender.total
             del first
@@ -115,10 +118,14 @@ def _one_keyed_statement(jobs: list[Any]) -> bool:
     return len({job.spec.job_key_mode is JobKeyMode.PRESERVE_RUN_AT for job in jobs}) == 1
 
 
+#: Whether libpq has pipeline mode (14+; psycopg's binary package ships one that has).
+_PIPELINES = psycopg.Pipeline.is_supported()
+
+
 def _pipeline(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
     # Statements are queued, and a chunk is prepared while the server runs the one before;
     # errors surface at the next sync, still inside the transaction.
-    if not psycopg.Pipeline.is_supported():  # pragma: no cover - libpq < 14
+    if not _PIPELINES:  # pragma: no cover - libpq < 14
         return nullcontext()
     return conn.pipeline()
 

@@ -173,6 +173,22 @@ def test_a_server_error_in_a_later_chunk_leaves_nothing_from_a_pool(
     assert job_count(conn, schema) == 0
 
 
+@pytest.mark.parametrize("on", ["autocommit", "pool"])
+def test_a_call_of_one_chunk_refused_by_its_last_statement_leaves_nothing(
+    on: str, pool: ConnectionPool[Any], conn: Conn, schema: str
+) -> None:
+    # Keyless statements first, then the keyed one fails: one implicit transaction (one
+    # pipeline, one Sync) must take the keyless jobs back with it.
+    fail_on_payload(conn, schema, 33)
+    mixed = [*jobs(20), RawJobSpec("bulk", {"n": 33}, JobSpec(job_key="k"))]
+    utils = WorkerUtils(pool if on == "pool" else conn, schema=schema)
+    with pytest.raises(DatabaseError, match="refused"):
+        utils.bulk_add_raw_jobs(mixed)
+    assert job_count(conn, schema) == 0
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert utils.bulk_add_raw_jobs(jobs(3)) == 3
+
+
 def test_inside_the_callers_transaction_a_failure_rolls_back_a_savepoint_only(
     utils: WorkerUtils, caller_conn: Conn, conn: Conn, schema: str
 ) -> None:
