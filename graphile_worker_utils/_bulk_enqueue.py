@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -122,12 +122,24 @@ def _one_keyed_statement(jobs: list[Any]) -> bool:
 _PIPELINES = psycopg.Pipeline.is_supported()
 
 
-def _pipeline(conn: psycopg.Connection[Any]) -> AbstractContextManager[Any]:
-    # Statements are queued, and a chunk is prepared while the server runs the one before;
-    # errors surface at the next sync, still inside the transaction.
+@contextmanager
+def _pipeline(conn: psycopg.Connection[Any]) -> Iterator[psycopg.Pipeline | None]:
+    """Statements are queued, and a chunk is prepared while the server runs the one before;
+    errors surface at the next sync, still inside the transaction."""
     if not _PIPELINES:  # pragma: no cover - libpq < 14
-        return nullcontext()
-    return conn.pipeline()
+        yield None
+        return
+    try:
+        with conn.pipeline() as pipeline:
+            yield pipeline
+    except psycopg.Error as error:
+        # A Ctrl-C while the pipeline syncs makes psycopg fail to leave pipeline mode ("cannot
+        # exit pipeline mode while busy"); the caller must see the interrupt, as it would
+        # without a pipeline, not a database error.
+        interrupt = error.__context__
+        if isinstance(interrupt, BaseException) and not isinstance(interrupt, Exception):
+            raise interrupt from None
+        raise
 
 
 class _Sender:
