@@ -96,7 +96,9 @@ def bulk_add(
                     sender.send(cur, first)
                 return sender.total
             del first
-            with _pipeline(conn) as pipeline, atomic(conn, owned=owned), _cursor(conn) as cur:
+            # The transaction (or savepoint) is opened and closed outside pipeline mode: a
+            # Ctrl-C then never meets psycopg's transaction bookkeeping half-way in a pipeline.
+            with atomic(conn, owned=owned), _pipeline(conn) as pipeline, _cursor(conn) as cur:
                 sender.pipeline = pipeline
                 for chunk in stream:
                     sender.send(cur, chunk)
