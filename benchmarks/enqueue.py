@@ -38,11 +38,10 @@ from psycopg_pool import ConnectionPool
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from graphile_worker_utils import RawJobSpec, WorkerUtils  # noqa: E402
+from graphile_worker_utils import JobSpec, RawJobSpec, WorkerUtils  # noqa: E402
 from graphile_worker_utils._templates import catalog  # noqa: E402
 
 TOTAL = 50_000
-BATCH_SIZES = (100, 1_000, 10_000)
 IDENTIFIER = "bench_task"
 # graphile-worker 0.18.0 needs Node >= 22.18: the peer runs on the Node 22 that `npm ci` in
 # tests/node installs (npm's `node` package), whatever Node the machine has.
@@ -169,114 +168,19 @@ def run(dsn: str, rounds: int) -> None:
             admin.execute(sql.SQL("truncate {}._private_jobs").format(ident))
 
         utils = WorkerUtils(admin, schema=schema)
-        ceiling_sql = sql.SQL(
-            "select count(*) from {}.add_jobs(array("
-            " select row(%(identifier)s, json_build_object('user_id', i, 'email',"
-            " 'user' || i || '@example.com', 'action', 'send_welcome_email', 'locale', 'en-GB',"
-            " 'attempt', 1), null, null, null, null, null, null)::{}.job_spec"
-            " from generate_series(%(first)s::int, %(last)s::int) as i))"
-        ).format(ident, ident)
-
-        def server_side(batch: int) -> None:
-            for first in range(0, TOTAL, batch):
-                last = first + batch - 1
-                admin.execute(
-                    ceiling_sql, {"identifier": IDENTIFIER, "first": first, "last": last}
-                ).fetchone()
-
-        # 1. Batches.
-        for batch in BATCH_SIZES:
-            batches = [
-                [RawJobSpec(IDENTIFIER, payload(i)) for i in range(start, start + batch)]
-                for start in range(0, TOTAL, batch)
-            ]
-            o, t, c = interleaved(
-                rounds,
-                reset,
-                [
-                    lambda: timed(lambda: [utils.add_raw_jobs(b) for b in batches]),  # noqa: B023
-                    lambda: peer.ask(op="addJobs", batch=batch, total=TOTAL),  # noqa: B023
-                    lambda: timed(lambda: server_side(batch)),  # noqa: B023
-                ],
-            )
-            rows.append(
-                (
-                    f"add_raw_jobs, batch {batch:,} ({TOTAL:,} jobs)",
-                    f"{TOTAL / o:,.0f} jobs/s",
-                    f"{t / o:.2f}x graphile-worker addJobs ({TOTAL / t:,.0f} jobs/s)",
-                    f"{c / o:.2f} of server ceiling ({TOTAL / c:,.0f} jobs/s)",
-                )
-            )
-        reset()
-
-        # 2. Single enqueue inside one caller transaction, against bare psycopg (prepared).
-        count = 3_000
-        query = catalog.render("add_job", schema)
-        params = {
-            "identifier": IDENTIFIER,
-            "payload": None,
-            "queue_name": None,
-            "run_at": None,
-            "max_attempts": None,
-            "job_key": None,
-            "priority": None,
-            "flags": None,
-            "job_key_mode": None,
-        }
-        payloads = [payload(i) for i in range(count)]
-        texts = [json.dumps(p, separators=(",", ":")) for p in payloads]
-
-        def ours_single() -> None:
-            with admin.transaction():
-                for p in payloads:
-                    utils.add_raw_job(IDENTIFIER, p)
-
-        def bare_single() -> None:
-            with admin.transaction(), admin.cursor() as cur:
-                for text in texts:
-                    cur.execute(query, {**params, "payload": text}, prepare=True, binary=True)
-                    cur.fetchone()
-
-        o, b = interleaved(rounds, reset, [lambda: timed(ours_single), lambda: timed(bare_single)])
-        rows.append(
-            (
-                f"add_raw_job x{count:,} in one transaction",
-                f"{o / count * 1e6:,.0f} us/job",
-                f"bare psycopg, prepared: {b / count * 1e6:,.0f} us/job",
-                f"library overhead {100 * (o / b - 1):+.1f}%",
-            )
-        )
-
-        # 3. Single enqueue from a pool, each call committing, against graphile-worker addJob.
-        count = 1_000
-        with ConnectionPool(dsn, min_size=1, max_size=1) as pool:
-            pooled = WorkerUtils(pool, schema=schema)
-            o, t = interleaved(
-                rounds,
-                reset,
-                [
-                    lambda: timed(
-                        lambda: [pooled.add_raw_job(IDENTIFIER, p) for p in payloads[:count]]
-                    ),
-                    lambda: peer.ask(op="addJob", count=count),
-                ],
-            )
-        rows.append(
-            (
-                f"add_raw_job x{count:,} from a pool (each commits)",
-                f"{o / count * 1e6:,.0f} us/job",
-                f"{t / o:.2f}x graphile-worker addJob ({t / count * 1e6:,.0f} us/job)",
-                "",
-            )
-        )
+        rows.extend(bulk_rows(admin, utils, peer, schema, rounds, reset))
+        rows.extend(full_row_rows(utils, peer, rounds, reset))
+        rows.extend(single_enqueue_rows(dsn, admin, utils, peer, schema, rounds, reset))
         reset()
         peer.close()
 
-        # 4. Memory of one 200 000-job call, in a fresh process.
+        # Memory: a 1,000,000-job stream, and one 200 000-job add_raw_jobs call, each in a
+        # fresh process.
+        rows.append(stream_row(dsn, schema))
+        reset()
         rows.append(memory_row(dsn, schema))
         reset()
 
-        # 5. Start-up.
         rows.extend(startup_rows())
     finally:
         admin.execute(sql.SQL("drop schema if exists {} cascade").format(ident))
@@ -285,14 +189,290 @@ def run(dsn: str, rounds: int) -> None:
     print_table(dsn, rows, peer.node_version)
 
 
+#: Batch sizes of the bulk comparison, and how many jobs each round enqueues at that size.
+BULK_SIZES = ((1_000, 20_000), (10_000, 50_000), (100_000, 100_000))
+
+
+def bulk_rows(
+    admin: psycopg.Connection[Any],
+    utils: WorkerUtils,
+    peer: Peer,
+    schema: str,
+    rounds: int,
+    reset: Callable[[], None],
+) -> list[tuple[str, str, str, str]]:
+    """bulk_add_raw_jobs, keyless and keyed, against graphile-worker's addJobs (the same batch
+    sizes, counts only) and against add_jobs run on the server alone (the ceiling)."""
+    ident = sql.Identifier(schema)
+    ceiling_sql = sql.SQL(
+        "select count(*) from {}.add_jobs(array("
+        " select row(%(identifier)s, json_build_object('user_id', i, 'email',"
+        " 'user' || i || '@example.com', 'action', 'send_welcome_email', 'locale', 'en-GB',"
+        " 'attempt', 1), null, null, null, null, null, null)::{}.job_spec"
+        " from generate_series(%(first)s::int, %(last)s::int) as i))"
+    ).format(ident, ident)
+    rows = []
+    for batch, total in BULK_SIZES:
+        keyless = [
+            [RawJobSpec(IDENTIFIER, payload(i)) for i in range(start, start + batch)]
+            for start in range(0, total, batch)
+        ]
+        keyed = [
+            [
+                RawJobSpec(IDENTIFIER, payload(i), JobSpec(job_key=f"key-{i}"))
+                for i in range(start, start + batch)
+            ]
+            for start in range(0, total, batch)
+        ]
+
+        def ceiling(batch: int = batch, total: int = total) -> None:
+            for first in range(0, total, batch):
+                params = {"identifier": IDENTIFIER, "first": first, "last": first + batch - 1}
+                admin.execute(ceiling_sql, params).fetchone()
+
+        def bulk(batches: list[list[RawJobSpec]]) -> Callable[[], float]:
+            return lambda: timed(lambda: [utils.bulk_add_raw_jobs(b) for b in batches])
+
+        ours, ours_keyed, node, node_keyed, server = interleaved(
+            rounds,
+            reset,
+            [
+                bulk(keyless),
+                bulk(keyed),
+                lambda: peer.ask(op="addJobs", batch=batch, total=total),  # noqa: B023
+                lambda: peer.ask(op="addJobs", batch=batch, total=total, keyed=True),  # noqa: B023
+                lambda: timed(ceiling),
+            ],
+        )
+        label = f"batch {batch:,} ({total:,} jobs)"
+        rows.append(
+            (
+                f"bulk_add_raw_jobs keyless, {label}",
+                f"{total / ours:,.0f} jobs/s",
+                f"{node / ours:.2f}x graphile-worker addJobs ({total / node:,.0f} jobs/s)",
+                f"{server / ours:.2f}x the add_jobs server ceiling ({total / server:,.0f} jobs/s)",
+            )
+        )
+        rows.append(
+            (
+                f"bulk_add_raw_jobs keyed, {label}",
+                f"{total / ours_keyed:,.0f} jobs/s",
+                f"{node_keyed / ours_keyed:.2f}x graphile-worker addJobs keyed"
+                f" ({total / node_keyed:,.0f} jobs/s)",
+                f"{server / ours_keyed:.2f}x the add_jobs server ceiling",
+            )
+        )
+    return rows
+
+
+def full_row_rows(
+    utils: WorkerUtils, peer: Peer, rounds: int, reset: Callable[[], None]
+) -> list[tuple[str, str, str, str]]:
+    """add_raw_jobs, which returns every job as a Job, against graphile-worker's addJobs."""
+    rows = []
+    for batch in (1_000, 10_000):
+        batches = [
+            [RawJobSpec(IDENTIFIER, payload(i)) for i in range(start, start + batch)]
+            for start in range(0, TOTAL, batch)
+        ]
+        ours, node = interleaved(
+            rounds,
+            reset,
+            [
+                lambda: timed(lambda: [utils.add_raw_jobs(b) for b in batches]),  # noqa: B023
+                lambda: peer.ask(op="addJobs", batch=batch, total=TOTAL),  # noqa: B023
+            ],
+        )
+        rows.append(
+            (
+                f"add_raw_jobs (Job rows back), batch {batch:,} ({TOTAL:,} jobs)",
+                f"{TOTAL / ours:,.0f} jobs/s",
+                f"{node / ours:.2f}x graphile-worker addJobs ({TOTAL / node:,.0f} jobs/s)",
+                "",
+            )
+        )
+    return rows
+
+
+def single_enqueue_rows(
+    dsn: str,
+    admin: psycopg.Connection[Any],
+    utils: WorkerUtils,
+    peer: Peer,
+    schema: str,
+    rounds: int,
+    reset: Callable[[], None],
+) -> list[tuple[str, str, str, str]]:
+    """Single enqueues. The hook: a ``benchmarks/single.py`` that defines
+    ``single_rows(dsn, schema, rounds, reset)`` (rows of this table) replaces the measurement
+    below, which is kept as it was until then."""
+    try:
+        from benchmarks.single import single_rows  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        single_rows = None
+    if single_rows is not None:
+        return list(single_rows(dsn, schema, rounds, reset))
+    return legacy_single_rows(dsn, admin, utils, peer, schema, rounds, reset)
+
+
+def legacy_single_rows(
+    dsn: str,
+    admin: psycopg.Connection[Any],
+    utils: WorkerUtils,
+    peer: Peer,
+    schema: str,
+    rounds: int,
+    reset: Callable[[], None],
+) -> list[tuple[str, str, str, str]]:
+    rows = []
+    # Single enqueue inside one caller transaction, against bare psycopg (prepared).
+    count = 3_000
+    query = catalog.render("add_job", schema)
+    params = {
+        "identifier": IDENTIFIER,
+        "payload": None,
+        "queue_name": None,
+        "run_at": None,
+        "max_attempts": None,
+        "job_key": None,
+        "priority": None,
+        "flags": None,
+        "job_key_mode": None,
+    }
+    payloads = [payload(i) for i in range(count)]
+    texts = [json.dumps(p, separators=(",", ":")) for p in payloads]
+
+    def ours_single() -> None:
+        with admin.transaction():
+            for p in payloads:
+                utils.add_raw_job(IDENTIFIER, p)
+
+    def bare_single() -> None:
+        with admin.transaction(), admin.cursor() as cur:
+            for text in texts:
+                cur.execute(query, {**params, "payload": text}, prepare=True, binary=True)
+                cur.fetchone()
+
+    o, b = interleaved(rounds, reset, [lambda: timed(ours_single), lambda: timed(bare_single)])
+    rows.append(
+        (
+            f"add_raw_job x{count:,} in one transaction",
+            f"{o / count * 1e6:,.0f} us/job",
+            f"bare psycopg, prepared: {b / count * 1e6:,.0f} us/job",
+            f"library overhead {100 * (o / b - 1):+.1f}%",
+        )
+    )
+
+    # Single enqueue from a pool, each call committing, against graphile-worker addJob.
+    count = 1_000
+    few = payloads[:count]
+    with ConnectionPool(dsn, min_size=1, max_size=1) as pool:
+        pooled = WorkerUtils(pool, schema=schema)
+        o, t = interleaved(
+            rounds,
+            reset,
+            [
+                lambda: timed(lambda: [pooled.add_raw_job(IDENTIFIER, p) for p in few]),
+                lambda: peer.ask(op="addJob", count=count),
+            ],
+        )
+    rows.append(
+        (
+            f"add_raw_job x{count:,} from a pool (each commits)",
+            f"{o / count * 1e6:,.0f} us/job",
+            f"{t / o:.2f}x graphile-worker addJob ({t / count * 1e6:,.0f} us/job)",
+            "",
+        )
+    )
+    return rows
+
+
+_STREAM_PROBE = textwrap.dedent(
+    """
+    import json, resource, sys, threading, time
+    sys.path.insert(0, sys.argv[3])
+    import psycopg
+    from graphile_worker_utils import RawJobSpec, WorkerUtils
+    dsn, schema, _, count = sys.argv[1:5]
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
+    def anon(pid):
+        # The server backend's private memory (shared buffers left out), when it is local.
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            return None
+    def jobs():
+        for i in range(int(count)):
+            yield RawJobSpec("bench_task", {"user_id": i, "email": f"user{i}@example.com",
+                             "action": "send_welcome_email", "locale": "en-GB", "attempt": 1})
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        utils = WorkerUtils(conn, schema=schema)
+        utils.bulk_add_raw_jobs([RawJobSpec("bench_task", {})] * 10)  # warm up
+        conn.execute(f'truncate "{schema}"._private_jobs')
+        pid = conn.info.backend_pid
+        # Current RSS sampled during the stream: ru_maxrss would include the RSS of the
+        # benchmark process this one was forked from (Linux keeps it across exec).
+        server = {"before": anon(pid), "peak": anon(pid)}
+        client = {"before": rss(), "peak": rss()}
+        done = threading.Event()
+        def sample():
+            while not done.wait(0.02):
+                client["peak"] = max(client["peak"], rss())
+                value = anon(pid)
+                if value is not None and server["peak"] is not None:
+                    server["peak"] = max(server["peak"], value)
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        started = time.perf_counter()
+        scheduled = utils.bulk_add_raw_jobs(jobs())
+        seconds = time.perf_counter() - started
+        done.set()
+        sampler.join()
+        assert scheduled == int(count)
+        growth = client["peak"] - client["before"]
+    print(json.dumps({"growth": growth, "seconds": seconds, "server": server}))
+    """
+)
+
+
+def stream_row(dsn: str, schema: str, count: int = 1_000_000) -> tuple[str, str, str, str]:
+    out = subprocess.run(
+        [sys.executable, "-c", _STREAM_PROBE, dsn, schema, str(ROOT), str(count)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    figures = json.loads(out)
+    server = figures["server"]
+    if server["before"] is None:
+        server_text = "server memory not measured (not a local server)"
+    else:
+        growth = (server["peak"] - server["before"]) / 2**20
+        server_text = f"server backend private memory +{growth:,.0f} MiB (peak, sampled)"
+    return (
+        f"bulk_add_raw_jobs, a generator of {count:,} jobs (chunks of 10,000)",
+        f"client RSS growth {figures['growth'] / 2**20:,.1f} MiB (peak, sampled)",
+        server_text,
+        f"{count / figures['seconds']:,.0f} jobs/s",
+    )
+
+
 _MEMORY_PROBE = textwrap.dedent(
     """
-    import json, resource, sys
+    import json, resource, sys, threading
     sys.path.insert(0, sys.argv[3])
     import psycopg
     from graphile_worker_utils import RawJobSpec, WorkerUtils
     from graphile_worker_utils._payload import dumps
     dsn, schema = sys.argv[1:3]
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
     def payload(i):
         return {"user_id": i, "email": f"user{i}@example.com", "action": "send_welcome_email",
                 "locale": "en-GB", "attempt": 1}
@@ -301,10 +481,20 @@ _MEMORY_PROBE = textwrap.dedent(
     with psycopg.connect(dsn, autocommit=True) as conn:
         utils = WorkerUtils(conn, schema=schema)
         utils.add_raw_jobs(specs[:10])  # warm up: templates, imports, prepared state
-        with open("/proc/self/statm") as f:
-            before = int(f.read().split()[1]) * resource.getpagesize()
+        # The current RSS sampled during the call: ru_maxrss would include the RSS of the
+        # benchmark process this one was forked from (Linux keeps it across exec).
+        before = peak = rss()
+        done = threading.Event()
+        def sample():
+            global peak
+            while not done.wait(0.01):
+                peak = max(peak, rss())
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         jobs = utils.add_raw_jobs(specs)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = max(peak, rss())
+        done.set()
+        sampler.join()
         assert len(jobs) == 200_000
     print(json.dumps({"growth": peak - before, "sent": sent}))
     """
@@ -322,7 +512,7 @@ def memory_row(dsn: str, schema: str) -> tuple[str, str, str, str]:
     growth, sent = figures["growth"], figures["sent"]
     return (
         "add_raw_jobs, 200,000 jobs in one call",
-        f"peak RSS growth {growth / 2**20:,.0f} MiB",
+        f"RSS growth {growth / 2**20:,.0f} MiB (peak, sampled)",
         f"JSON sent {sent / 2**20:,.0f} MiB",
         f"{growth / sent:.2f}x the JSON sent",
     )

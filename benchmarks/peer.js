@@ -2,6 +2,7 @@
 // graphile-worker 0.18.0's own WorkerUtils in-process. One JSON command per stdin line, one
 // JSON answer per stdout line:
 //   {"op": "addJobs", "batch": 1000, "total": 50000}  -> {"seconds": s}
+//   (with "keyed": true, each job has its own job_key)
 //   {"op": "addJob", "count": 1000}                   -> {"seconds": s}
 // argv: connection string, schema.
 const path = require("path");
@@ -34,7 +35,9 @@ async function main() {
       for (let done = 0; done < command.total; done += command.batch) {
         const specs = [];
         for (let i = done; i < done + command.batch; i++) {
-          specs.push({ identifier: "bench_task", payload: payload(i) });
+          const spec = { identifier: "bench_task", payload: payload(i) };
+          if (command.keyed) spec.jobKey = `key-${i}`;
+          specs.push(spec);
         }
         batches.push(specs);
       }

@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from . import _enqueue, _migrations
+from . import _bulk_enqueue, _enqueue, _migrations
 from ._batch import BATCH_SLICE, Enqueue, job_params, prepare_batch
+from ._bulk import DEFAULT_CHUNK_SIZE, check_chunk_size, iterate
 from ._cleanup import (
     CLEANUP_BUSY_TIMEOUT,
     busy_timeout_seconds,
@@ -48,7 +49,7 @@ from ._reads import (
 )
 from ._rows import ID, jobs_from_rows
 from ._status import StatusReport, read_status, status_filters
-from ._tasks import raw_jobs, task_identifier, task_payload
+from ._tasks import iter_raw_jobs, raw_jobs, task_identifier, task_payload
 from ._templates import validate_schema_name
 from ._types import (
     DEFAULT_SPEC,
@@ -450,6 +451,67 @@ class WorkerUtils:
         logger.debug("add_jobs: %d jobs on schema %r", batch.count, self._schema)
         with operation_span("add_jobs", self._schema, enqueue=True, count=batch.count):
             return _enqueue.add_jobs(self._connector, batch)
+
+    def bulk_add_jobs(
+        self,
+        tasks: Iterable[Task | tuple[Task, JobSpec | None]],
+        *,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+    ) -> int:
+        """Enqueue typed tasks in bulk and return how many were scheduled: the typed twin of
+        :meth:`bulk_add_raw_jobs`, taking items as :meth:`add_jobs` does (a task or a
+        ``(task, spec)`` pair), read lazily."""
+        return self.bulk_add_raw_jobs(iter_raw_jobs(tasks), chunk_size=chunk_size)
+
+    def bulk_add_raw_jobs(
+        self, jobs: Iterable[RawJobSpec], *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    ) -> int:
+        """Enqueue any number of jobs, all of them or none, and return how many were scheduled.
+
+        ``jobs`` may be any iterable, a generator of millions included: it is read
+        ``chunk_size`` jobs at a time (1..100 000; 10 000 by default), each chunk checked,
+        hooked and encoded as :meth:`add_raw_jobs` does and sent before the next is read, so
+        memory stays that of a chunk (plus the job keys seen, see below). No job rows come
+        back, which makes this the fastest way in.
+
+        All or nothing: the call is one transaction where the library owns it (a pool, or an
+        autocommit connection outside a transaction) and a savepoint inside the caller's. A
+        bad job anywhere (:class:`InvalidJobSpec` naming ``jobs[i]``, its position in the
+        whole input), a hook's refusal, the input raising (:class:`InvalidJobSpec`) or the
+        database refusing a statement leaves nothing of this call behind, and the caller's
+        transaction usable. Empty input returns 0 without touching the database.
+
+        Job keys follow :meth:`add_raw_jobs`' rules across the whole input: each keyed job
+        follows its own ``job_key_mode``; ``UNSAFE_DEDUPE`` is refused, and so is a
+        ``job_key`` used twice, even in different chunks (the keys seen are kept for that:
+        memory grows with the number of keyed jobs only). Keyed jobs go through
+        graphile-worker's ``add_jobs``. If a worker locks a keyed job while it is being
+        replaced, the call raises :class:`JobKeyRaceError` with nothing kept; it is not
+        retried, since the input may be an iterator that cannot be read twice.
+
+        Keyless jobs are written by two set-based statements of the library's own, which
+        write exactly what ``add_jobs`` would (the same rows, defaults, flags and one
+        ``jobs:insert`` notification per chunk), with their ids drawn in input order. They
+        are used only where the schema's ``add_jobs`` is graphile-worker's revision-20
+        function (the library's or graphile-worker 0.18's, recognised by a fingerprint of
+        its body; not the Rust crate's) and the connection's client encoding is UTF-8;
+        elsewhere every job goes through ``add_jobs``.
+
+        Example::
+
+            def signups():
+                for row in read_csv("signups.csv"):
+                    yield RawJobSpec("send_welcome", {"user_id": row["id"]})
+
+            scheduled = utils.bulk_add_raw_jobs(signups())
+        """
+        size = check_chunk_size(chunk_size)
+        items = iterate(jobs, "RawJobSpec")
+        enqueue = self._enqueue_context()
+        with operation_span("bulk_add_jobs", self._schema, enqueue=True):
+            count = _bulk_enqueue.bulk_add(self._connector, items, size, enqueue)
+        logger.debug("bulk_add_jobs: %d jobs on schema %r", count, self._schema)
+        return count
 
     # -- maintenance ----------------------------------------------------------------------
 

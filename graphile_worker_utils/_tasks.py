@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import attrs
@@ -82,3 +83,24 @@ def raw_jobs(tasks: object) -> list[RawJobSpec]:
         except InvalidJobSpec as error:
             raise InvalidJobSpec(f"jobs[{index}].{error}") from None
     return raw
+
+
+def iter_raw_jobs(tasks: object) -> Iterator[RawJobSpec]:
+    """:func:`raw_jobs`, one item at a time (for bulk_add_jobs, which never holds its input)."""
+    if isinstance(tasks, (str, bytes)) or not isinstance(tasks, Iterable):
+        raise InvalidJobSpec(
+            "tasks: expected an iterable of tasks or (task, spec) pairs,"
+            f" got {type(tasks).__name__}"
+        )
+    return _raw_jobs(tasks)
+
+
+def _raw_jobs(tasks: Iterable[Any]) -> Iterator[RawJobSpec]:
+    for index, item in enumerate(tasks):
+        task, spec = task_and_spec(item, index)
+        identifier = task_identifier(task, f"jobs[{index}]")
+        try:
+            job = RawJobSpec(identifier, task_payload(task), spec)
+        except InvalidJobSpec as error:
+            raise InvalidJobSpec(f"jobs[{index}].{error}") from None
+        yield job

@@ -450,6 +450,20 @@ def test_add_jobs_shows_progress_on_a_terminal(
     assert len(jobs(conn, migrated)) == 30
 
 
+def test_add_jobs_in_a_pipe_shows_no_progress_and_writes_in_input_order_through_the_bulk_path(
+    dsn: str, migrated: str, conn: psycopg.Connection[Any]
+) -> None:
+    keyed = json.dumps({"identifier": "bulk", "payload": {"n": 25}, "job_key": "k"}) + "\n"
+    done = cli(dsn, migrated, "add-jobs", "--batch-size", "10", stdin=job_lines(25) + keyed)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no live line, no escape codes: stderr is a pipe
+    assert done.stdout.startswith("added 26 jobs in 3 batches in one transaction")
+    query = sql.SQL("select (payload->>'n')::int from {}._private_jobs order by id")
+    ordered = [n for (n,) in conn.execute(query.format(sql.Identifier(migrated)))]
+    # The bulk path's keyless statements draw ids in input order (add_jobs' need not).
+    assert ordered == list(range(26))
+
+
 def test_add_jobs_with_an_unreadable_file_is_a_usage_error(
     dsn: str, migrated: str, tmp_path: Path
 ) -> None:

@@ -97,6 +97,8 @@ from graphile_worker_utils import (
     RescheduleOptions,
     WorkerUtils,
 )
+from graphile_worker_utils._bulk_enqueue import fast_path_applies
+from graphile_worker_utils._cursors import cursor
 from tests._helpers import NAME_PREFIX, drop_role, drop_schema, unique_name
 from tests._server import PgServer
 
@@ -411,6 +413,69 @@ def test_the_enqueue_grants_let_a_role_add_raw_jobs_with_correct_labels(
     assert {j.key: (j.task_identifier, j.queue_name) for j in jobs} == expected
     for job in jobs:
         assert view_row(admin, gw_schema, job.id) == (*expected[job.key], job.key, 0)
+
+
+@RLS_WAYS
+def test_the_enqueue_grants_let_a_role_bulk_add_jobs_through_the_fast_path(
+    admin: Connection, gw_schema: str, enqueuer_utils: WorkerUtils, rls_way: str
+) -> None:
+    WorkerUtils(admin, schema=gw_schema).add_raw_job("old", {}, JobSpec(queue_name="old_q"))
+    specs = [
+        RawJobSpec("old" if n % 2 else f"new_{n % 3}", {"n": n}, JobSpec(queue_name=f"q{n % 4}"))
+        for n in range(40)
+    ]
+    specs[7] = RawJobSpec("new_0", {"n": 7}, JobSpec(job_key="k7"))
+
+    conn = enqueuer_utils._target
+    assert isinstance(conn, psycopg.Connection)
+    with cursor(conn) as cur:  # the catalogs it reads are readable by any role
+        assert fast_path_applies(cur, gw_schema)
+    assert enqueuer_utils.bulk_add_raw_jobs(specs, chunk_size=15) == 40
+
+    rows = admin.execute(
+        sql.SQL(
+            "select (job.payload->>'n')::int, task.identifier, queue.queue_name, job.key"
+            " from {s}._private_jobs as job"
+            " join {s}._private_tasks as task on task.id = job.task_id"
+            " left join {s}._private_job_queues as queue on queue.id = job.job_queue_id"
+            " where job.payload->>'n' is not null order by 1"
+        ).format(s=sql.Identifier(gw_schema))
+    ).fetchall()
+    assert rows == [
+        (n, spec.identifier, spec.spec.queue_name, spec.spec.job_key)
+        for n, spec in enumerate(specs)
+    ]
+
+
+def test_a_role_whose_policies_hide_task_rows_bulk_adds_nothing_and_is_told_why(
+    admin: Connection,
+    gw_schema: str,
+    make_role: Callable[[], Role],
+    connect_as: Callable[[Role], Connection],
+) -> None:
+    role = make_role()
+    run(admin, ENQUEUE_GRANTS, gw_schema, role.name)
+    run(
+        admin,
+        [
+            "create policy {role} on {schema}._private_tasks for insert to {role}"
+            " with check (true);",
+            "create policy {role} on {schema}._private_job_queues to {role} using (true)"
+            " with check (true);",
+            "create policy {role} on {schema}._private_jobs to {role} using (true)"
+            " with check (true);",
+        ],
+        gw_schema,
+        role.name,
+    )
+    utils = WorkerUtils(connect_as(role), schema=gw_schema)
+
+    with pytest.raises(DatabaseError, match="cannot see the rows it writes"):
+        utils.bulk_add_raw_jobs([RawJobSpec("task", {"n": n}) for n in range(30)], chunk_size=10)
+    count = admin.execute(
+        sql.SQL("select count(*) from {}._private_jobs").format(sql.Identifier(gw_schema))
+    ).fetchone()
+    assert count == (0,)
 
 
 def test_an_enqueue_role_cannot_run_maintenance(

@@ -213,7 +213,8 @@ def _add_batch(
 
     source = _source(ctx)
     try:
-        utils.add_raw_jobs(batch)
+        # The bulk path: only counts come back, and keyless jobs take its fast path.
+        utils.bulk_add_raw_jobs(batch)
     except InvalidJobSpec as error:
         raise CliError(ExitCode.INVALID_JOB, _batch_error(error, numbers, source)) from error
     except (GraphileWorkerError, psycopg.Error) as error:
