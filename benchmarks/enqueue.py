@@ -38,8 +38,8 @@ from psycopg_pool import ConnectionPool
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.single import single_rows  # noqa: E402
 from graphile_worker_utils import JobSpec, RawJobSpec, WorkerUtils  # noqa: E402
-from graphile_worker_utils._templates import catalog  # noqa: E402
 
 TOTAL = 50_000
 IDENTIFIER = "bench_task"
@@ -170,7 +170,7 @@ def run(dsn: str, rounds: int) -> None:
         utils = WorkerUtils(admin, schema=schema)
         rows.extend(bulk_rows(admin, utils, peer, schema, rounds, reset))
         rows.extend(full_row_rows(utils, peer, rounds, reset))
-        rows.extend(single_enqueue_rows(dsn, admin, utils, peer, schema, rounds, reset))
+        rows.extend(single_enqueue_rows(dsn, peer, schema, rounds, reset))
         reset()
         peer.close()
 
@@ -296,76 +296,20 @@ def full_row_rows(
 
 def single_enqueue_rows(
     dsn: str,
-    admin: psycopg.Connection[Any],
-    utils: WorkerUtils,
     peer: Peer,
     schema: str,
     rounds: int,
     reset: Callable[[], None],
 ) -> list[tuple[str, str, str, str]]:
-    """Single enqueues. The hook: a ``benchmarks/single.py`` that defines
-    ``single_rows(dsn, schema, rounds, reset)`` (rows of this table) replaces the measurement
-    below, which is kept as it was until then."""
-    try:
-        from benchmarks.single import single_rows  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:
-        single_rows = None
-    if single_rows is not None:
-        return list(single_rows(dsn, schema, rounds, reset))
-    return legacy_single_rows(dsn, admin, utils, peer, schema, rounds, reset)
-
-
-def legacy_single_rows(
-    dsn: str,
-    admin: psycopg.Connection[Any],
-    utils: WorkerUtils,
-    peer: Peer,
-    schema: str,
-    rounds: int,
-    reset: Callable[[], None],
-) -> list[tuple[str, str, str, str]]:
-    rows = []
-    # Single enqueue inside one caller transaction, against bare psycopg (prepared).
-    count = 3_000
-    query = catalog.render("add_job", schema)
-    params = {
-        "identifier": IDENTIFIER,
-        "payload": None,
-        "queue_name": None,
-        "run_at": None,
-        "max_attempts": None,
-        "job_key": None,
-        "priority": None,
-        "flags": None,
-        "job_key_mode": None,
-    }
-    payloads = [payload(i) for i in range(count)]
-    texts = [json.dumps(p, separators=(",", ":")) for p in payloads]
-
-    def ours_single() -> None:
-        with admin.transaction():
-            for p in payloads:
-                utils.add_raw_job(IDENTIFIER, p)
-
-    def bare_single() -> None:
-        with admin.transaction(), admin.cursor() as cur:
-            for text in texts:
-                cur.execute(query, {**params, "payload": text}, prepare=True, binary=True)
-                cur.fetchone()
-
-    o, b = interleaved(rounds, reset, [lambda: timed(ours_single), lambda: timed(bare_single)])
-    rows.append(
-        (
-            f"add_raw_job x{count:,} in one transaction",
-            f"{o / count * 1e6:,.0f} us/job",
-            f"bare psycopg, prepared: {b / count * 1e6:,.0f} us/job",
-            f"library overhead {100 * (o / b - 1):+.1f}%",
-        )
-    )
-
+    """Single enqueues: in a caller's transaction against bare psycopg (``benchmarks/single.py``,
+    with the default ``prepare_threshold`` and with None), and from a pool against
+    graphile-worker's ``addJob``."""
+    rows = list(single_rows(dsn, schema, rounds))
+    reset()
+    payloads = [payload(i) for i in range(1_000)]
     # Single enqueue from a pool, each call committing, against graphile-worker addJob.
-    count = 1_000
-    few = payloads[:count]
+    count = len(payloads)
+    few = payloads
     with ConnectionPool(dsn, min_size=1, max_size=1) as pool:
         pooled = WorkerUtils(pool, schema=schema)
         o, t = interleaved(
@@ -468,6 +412,7 @@ _MEMORY_PROBE = textwrap.dedent(
     sys.path.insert(0, sys.argv[3])
     import psycopg
     from graphile_worker_utils import RawJobSpec, WorkerUtils
+    from graphile_worker_utils._batch import Enqueue, prepare_batch
     from graphile_worker_utils._payload import dumps
     dsn, schema = sys.argv[1:3]
     def rss():
@@ -477,7 +422,7 @@ _MEMORY_PROBE = textwrap.dedent(
         return {"user_id": i, "email": f"user{i}@example.com", "action": "send_welcome_email",
                 "locale": "en-GB", "attempt": 1}
     specs = [RawJobSpec("bench_task", payload(i)) for i in range(200_000)]
-    sent = sum(len(dumps(s.payload)) + 40 for s in specs)  # payload + per-spec fields
+    estimate = sum(len(dumps(s.payload)) + 40 for s in specs)  # the README's earlier measure
     with psycopg.connect(dsn, autocommit=True) as conn:
         utils = WorkerUtils(conn, schema=schema)
         utils.add_raw_jobs(specs[:10])  # warm up: templates, imports, prepared state
@@ -496,7 +441,12 @@ _MEMORY_PROBE = textwrap.dedent(
         done.set()
         sampler.join()
         assert len(jobs) == 200_000
-    print(json.dumps({"growth": peak - before, "sent": sent}))
+    del jobs
+    # What the call sent: its statements' specs and payloads documents (UTF-8, here ASCII),
+    # counted afterwards so as not to disturb the measure.
+    batch = prepare_batch(specs, Enqueue(hooks=(), json_dumps=None, trace=None, now=None))
+    sent = sum(len(s.params["specs"]) + len(s.params["payloads"]) for s in batch.statements)
+    print(json.dumps({"growth": peak - before, "sent": sent, "estimate": estimate}))
     """
 )
 
@@ -509,12 +459,13 @@ def memory_row(dsn: str, schema: str) -> tuple[str, str, str, str]:
         text=True,
     ).stdout
     figures = json.loads(out)
-    growth, sent = figures["growth"], figures["sent"]
+    growth, sent, estimate = figures["growth"], figures["sent"], figures["estimate"]
     return (
         "add_raw_jobs, 200,000 jobs in one call",
-        f"RSS growth {growth / 2**20:,.0f} MiB (peak, sampled)",
-        f"JSON sent {sent / 2**20:,.0f} MiB",
-        f"{growth / sent:.2f}x the JSON sent",
+        f"RSS growth {growth / 2**20:,.1f} MiB (peak, sampled)",
+        f"JSON sent {sent / 2**20:,.1f} MiB",
+        f"{growth / sent:.2f}x the JSON sent ({growth / estimate:.2f}x the earlier estimate"
+        f" of {estimate / 2**20:,.1f} MiB)",
     )
 
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from graphile_worker_utils.cli import script
+from graphile_worker_utils._script import script
 
 sys.exit(script())

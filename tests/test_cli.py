@@ -89,7 +89,8 @@ def test_the_cli_module_imports_no_database_driver_for_help(command: list[str]) 
         "    pass\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in"
         " ('psycopg', 'psycopg_pool', 'jinja2', 'attrs', 'graphile_worker_utils')"
-        " and m not in ('graphile_worker_utils', 'graphile_worker_utils.__main__')"
+        " and m not in ('graphile_worker_utils', 'graphile_worker_utils.__main__',"
+        " 'graphile_worker_utils._script', 'graphile_worker_utils._sigint')"
         " and not m.startswith('graphile_worker_utils.cli')),"
         " file=sys.stderr)\n"
     )

@@ -79,4 +79,6 @@ def script() -> int:
     """The console script and ``python -m graphile_worker_utils``: :func:`main` for a whole
     process, which then ignores SIGINT while it exits: once the command is done, a Ctrl-C can
     no longer change its exit code (Python would restore the default action, and die of it)."""
-    return _run(None, exiting=True)
+    from .._script import script as whole_process
+
+    return whole_process()

@@ -146,9 +146,11 @@ def _flush_output(ctx: Context, code: int) -> int:
     return code
 
 
-def _run(argv: Sequence[str] | None, *, exiting: bool) -> int:
+def _run(argv: Sequence[str] | None, *, exiting: bool, gate: InterruptGate | None = None) -> int:
     # Installed until the output is flushed: a Ctrl-C after add-jobs' last commit is no failure.
-    gate = InterruptGate()
+    # The console script installs ``gate`` before importing this module (installing it again
+    # here nests harmlessly).
+    gate = InterruptGate() if gate is None else gate
     with gate.installed(then_ignore=exiting):
         try:
             code = _main(argv, gate)
