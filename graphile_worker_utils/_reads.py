@@ -11,10 +11,10 @@ primary key on ``id``, a unique index on ``key``, and two partial indexes on
 for the workers' pick. A page is in id order, so it walks the primary key from ``after_id`` and
 stops at ``limit`` matching rows: a dense filter costs little, a rare one (a task with few jobs,
 ``locked_by``, ``running`` when a few jobs run among a million) reads every row from
-``after_id`` to the end. Measured on 1,000,000 jobs (benchmarks/reads.py, a shared 2-core
-machine): a page of a common state, task or queue 1-4 ms; by a task with 50 jobs 0.38 s and by
-``locked_by`` 0.37 s (the whole table read); ``running`` 0.06 s (two thirds of it read);
-:meth:`WorkerUtils.locked_workers` 0.21 s (every job read). No index of graphile-worker's
+``after_id`` to the end. Measured on 1,000,000 jobs (benchmarks/reads.py, a quiet 2-core
+machine): a page of a common state, task or queue 1-2 ms; by a task with 50 jobs 0.21 s and by
+``locked_by`` 0.22 s (the whole table read); ``running`` 0.04 s (three fifths of it read);
+:meth:`WorkerUtils.locked_workers` 0.11 s (every job read). No index of graphile-worker's
 holds ``task_id``, ``job_queue_id``, ``locked_by`` or ``locked_at`` in an order that could
 serve them. The partial indexes cannot serve the states either: a job with a stale lock (over
 four hours) is ready, retrying, scheduled or permanently failed, yet it is not
