@@ -100,9 +100,9 @@ def names(conn: Conn, schema: str) -> tuple[Any, ...]:
     """The task identifiers and queue names, and whether their ids are gapless (none burned)."""
     found = []
     for name, column in (("_private_tasks", "identifier"), ("_private_job_queues", "queue_name")):
-        query = sql.SQL("select array_agg({} order by 1), max(id) = count(*) from {}").format(
-            sql.Identifier(column), table(schema, name)
-        )
+        query = sql.SQL(
+            'select array_agg({0} order by {0} collate "C"), max(id) = count(*) from {1}'
+        ).format(sql.Identifier(column), table(schema, name))
         found.append(conn.execute(query).fetchone())
     return tuple(found)
 
