@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._common import database, payload  # noqa: E402
-from benchmarks.single import single_rows  # noqa: E402
+from benchmarks.single import memory_row, single_rows  # noqa: E402
 from graphile_worker_utils import JobSpec, RawJobSpec, WorkerUtils  # noqa: E402
 
 TOTAL = 50_000
@@ -376,69 +376,6 @@ def stream_row(dsn: str, schema: str, count: int = 1_000_000) -> tuple[str, str,
         f"client RSS growth {figures['growth'] / 2**20:,.1f} MiB (peak, sampled)",
         server_text,
         f"{count / figures['seconds']:,.0f} jobs/s",
-    )
-
-
-_MEMORY_PROBE = textwrap.dedent(
-    """
-    import json, resource, sys, threading
-    sys.path.insert(0, sys.argv[3])
-    import psycopg
-    from graphile_worker_utils import RawJobSpec, WorkerUtils
-    from graphile_worker_utils._batch import Enqueue, prepare_batch
-    from graphile_worker_utils._payload import dumps
-    dsn, schema = sys.argv[1:3]
-    def rss():
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * resource.getpagesize()
-    def payload(i):
-        return {"user_id": i, "email": f"user{i}@example.com", "action": "send_welcome_email",
-                "locale": "en-GB", "attempt": 1}
-    specs = [RawJobSpec("bench_task", payload(i)) for i in range(200_000)]
-    estimate = sum(len(dumps(s.payload)) + 40 for s in specs)  # the README's earlier measure
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        utils = WorkerUtils(conn, schema=schema)
-        utils.add_raw_jobs(specs[:10])  # warm up: templates, imports, prepared state
-        # The current RSS sampled during the call: ru_maxrss would include the RSS of the
-        # benchmark process this one was forked from (Linux keeps it across exec).
-        before = peak = rss()
-        done = threading.Event()
-        def sample():
-            global peak
-            while not done.wait(0.01):
-                peak = max(peak, rss())
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        jobs = utils.add_raw_jobs(specs)
-        peak = max(peak, rss())
-        done.set()
-        sampler.join()
-        assert len(jobs) == 200_000
-    del jobs
-    # What the call sent: its statements' specs and payloads documents (UTF-8, here ASCII),
-    # counted afterwards so as not to disturb the measure.
-    batch = prepare_batch(specs, Enqueue(hooks=(), json_dumps=None, trace=None, now=None))
-    sent = sum(len(s.params["specs"]) + len(s.params["payloads"]) for s in batch.statements)
-    print(json.dumps({"growth": peak - before, "sent": sent, "estimate": estimate}))
-    """
-)
-
-
-def memory_row(dsn: str, schema: str) -> tuple[str, str, str, str]:
-    out = subprocess.run(
-        [sys.executable, "-c", _MEMORY_PROBE, dsn, schema, str(ROOT)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    figures = json.loads(out)
-    growth, sent, estimate = figures["growth"], figures["sent"], figures["estimate"]
-    return (
-        "add_raw_jobs, 200,000 jobs in one call",
-        f"RSS growth {growth / 2**20:,.1f} MiB (peak, sampled)",
-        f"JSON sent {sent / 2**20:,.1f} MiB",
-        f"{growth / sent:.2f}x the JSON sent ({growth / estimate:.2f}x the earlier estimate"
-        f" of {estimate / 2**20:,.1f} MiB)",
     )
 
 

@@ -143,32 +143,44 @@ def single_rows(dsn: str, schema: str, rounds: int, count: int = 2_000) -> list[
 
 _MEMORY_PROBE = textwrap.dedent(
     """
-    import gc, json, resource, sys
-    sys.path.insert(0, sys.argv[4])
+    import json, resource, sys, threading
+    sys.path.insert(0, sys.argv[3])
     import psycopg
     from graphile_worker_utils import RawJobSpec, WorkerUtils
     from graphile_worker_utils._batch import Enqueue, prepare_batch
     from graphile_worker_utils._payload import dumps
-    dsn, schema, jobs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    dsn, schema, count = sys.argv[1], sys.argv[2], int(sys.argv[4])
+    def rss():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize()
     def payload(i):
         return {"user_id": i, "email": f"user{i}@example.com", "action": "send_welcome_email",
                 "locale": "en-GB", "attempt": 1}
-    specs = [RawJobSpec("bench_task", payload(i)) for i in range(jobs)]
-    gc.collect()
+    specs = [RawJobSpec("bench_task", payload(i)) for i in range(count)]
+    estimate = sum(len(dumps(s.payload)) + 40 for s in specs)  # the README's earlier measure
     with psycopg.connect(dsn, autocommit=True) as conn:
         utils = WorkerUtils(conn, schema=schema)
-        utils.add_raw_jobs(specs[:10])  # warm up: templates, imports
-        with open("/proc/self/statm") as f:
-            before = int(f.read().split()[1]) * resource.getpagesize()
-        result = utils.add_raw_jobs(specs)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        assert len(result) == jobs
-    del result
+        utils.add_raw_jobs(specs[:10])  # warm up: templates, imports, prepared state
+        # The current RSS sampled during the call: ru_maxrss would include the RSS of the
+        # benchmark process this one was forked from (Linux keeps it across exec).
+        before = peak = rss()
+        done = threading.Event()
+        def sample():
+            global peak
+            while not done.wait(0.01):
+                peak = max(peak, rss())
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        jobs = utils.add_raw_jobs(specs)
+        peak = max(peak, rss())
+        done.set()
+        sampler.join()
+        assert len(jobs) == count
+    del jobs
     # What the call sent: its statements' specs and payloads documents (UTF-8, here ASCII),
     # counted afterwards so as not to disturb the measure.
     batch = prepare_batch(specs, Enqueue(hooks=(), json_dumps=None, trace=None, now=None))
     sent = sum(len(s.params["specs"]) + len(s.params["payloads"]) for s in batch.statements)
-    estimate = sum(len(dumps(s.payload)) + 40 for s in specs)  # the README's earlier measure
     print(json.dumps({"growth": peak - before, "sent": sent, "estimate": estimate}))
     """
 )
@@ -178,7 +190,7 @@ def memory_row(dsn: str, schema: str, jobs: int = MEMORY_JOBS) -> Row:
     """Peak RSS growth of one ``add_raw_jobs`` of ``jobs`` jobs (a fresh process) against the
     JSON it sends; ``schema`` is migrated, and keeps the jobs."""
     out = subprocess.run(
-        [sys.executable, "-c", _MEMORY_PROBE, dsn, schema, str(jobs), str(ROOT)],
+        [sys.executable, "-c", _MEMORY_PROBE, dsn, schema, str(ROOT), str(jobs)],
         check=True,
         capture_output=True,
         text=True,
@@ -187,7 +199,7 @@ def memory_row(dsn: str, schema: str, jobs: int = MEMORY_JOBS) -> Row:
     growth, sent, estimate = figures["growth"], figures["sent"], figures["estimate"]
     return (
         f"add_raw_jobs, {jobs:,} jobs in one call",
-        f"peak RSS growth {growth / 2**20:,.1f} MiB",
+        f"RSS growth {growth / 2**20:,.1f} MiB (peak, sampled)",
         f"JSON sent {sent / 2**20:,.1f} MiB",
         f"{growth / sent:.2f}x the JSON sent ({growth / estimate:.2f}x the earlier estimate"
         f" of {estimate / 2**20:,.1f} MiB)",

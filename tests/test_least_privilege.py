@@ -447,13 +447,9 @@ def test_the_enqueue_grants_let_a_role_bulk_add_jobs_through_the_fast_path(
     ]
 
 
-def test_a_role_whose_policies_hide_task_rows_bulk_adds_nothing_and_is_told_why(
-    admin: Connection,
-    gw_schema: str,
-    make_role: Callable[[], Role],
-    connect_as: Callable[[Role], Connection],
-) -> None:
-    role = make_role()
+def grant_enqueue_hiding_task_rows(admin: Connection, gw_schema: str, role: Role) -> None:
+    """The enqueue grants, with policies that let ``role`` insert tasks but not see them: a
+    DBA's plausible reading of "it only needs to add jobs"."""
     run(admin, ENQUEUE_GRANTS, gw_schema, role.name)
     run(
         admin,
@@ -468,6 +464,16 @@ def test_a_role_whose_policies_hide_task_rows_bulk_adds_nothing_and_is_told_why(
         gw_schema,
         role.name,
     )
+
+
+def test_a_role_whose_policies_hide_task_rows_bulk_adds_nothing_and_is_told_why(
+    admin: Connection,
+    gw_schema: str,
+    make_role: Callable[[], Role],
+    connect_as: Callable[[Role], Connection],
+) -> None:
+    role = make_role()
+    grant_enqueue_hiding_task_rows(admin, gw_schema, role)
     utils = WorkerUtils(connect_as(role), schema=gw_schema)
 
     with pytest.raises(DatabaseError, match="cannot see the rows it writes"):
@@ -720,21 +726,7 @@ def test_a_role_whose_policies_hide_task_rows_is_told_so_not_that_it_lost_a_job_
     connect_as: Callable[[Role], Connection],
 ) -> None:
     role = make_role()
-    run(admin, ENQUEUE_GRANTS, gw_schema, role.name)
-    run(
-        admin,
-        [
-            # Insert-only on tasks: a DBA's plausible reading of "it only needs to add jobs".
-            "create policy {role} on {schema}._private_tasks for insert to {role}"
-            " with check (true);",
-            "create policy {role} on {schema}._private_job_queues to {role} using (true)"
-            " with check (true);",
-            "create policy {role} on {schema}._private_jobs to {role} using (true)"
-            " with check (true);",
-        ],
-        gw_schema,
-        role.name,
-    )
+    grant_enqueue_hiding_task_rows(admin, gw_schema, role)
     utils = WorkerUtils(connect_as(role), schema=gw_schema)
 
     # The job has no key: whatever went wrong, it was not a job-key race.
